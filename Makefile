@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything installs into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU wheel of torch that lies on this machine's disk; GPU users: see README ("GPU").
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install test demo lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[test]"
+	@if $(BIN)/pip list 2>/dev/null | grep -qi nvidia; then echo "CUDA packages came in; pin torch" >&2; exit 1; fi
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/ruff check src tests benchmarks examples
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+demo: install
+	HF_HUB_OFFLINE=1 $(BIN)/fashion-retrieval demo --workdir demo_workdir
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks examples
+
+bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/embed_throughput.py
+
+clean:
+	rm -rf $(VENV) demo_workdir .pytest_cache

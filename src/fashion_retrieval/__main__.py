@@ -1,0 +1,3 @@
+from fashion_retrieval.cli import main
+
+main()

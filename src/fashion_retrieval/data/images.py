@@ -1,0 +1,94 @@
+"""Safe image decoding and BLIP preprocessing in PIL + numpy (no torchvision needed).
+
+Decoding: EXIF orientation applied, any mode to RGB with transparency composited on white,
+PIL's decompression-bomb limit enforced as an error. Preprocessing follows the base's processor
+config exactly (resize with its resample filter, rescale, normalise), so it matches
+``BlipProcessor`` while running cheaply in DataLoader worker processes.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from fashion_retrieval.errors import ImageError
+
+ImageInput = str | Path | bytes | Image.Image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Apply EXIF orientation and convert to RGB; transparent pixels become white, not black."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def open_image(source: ImageInput) -> Image.Image:
+    """Decode ``source`` fully into an RGB image, or raise ImageError naming it and the reason."""
+    if isinstance(source, Image.Image):
+        return to_rgb(source)
+    name = "uploaded image" if isinstance(source, bytes) else str(source)
+    try:
+        with warnings.catch_warnings():
+            # Over PIL's pixel limit is a warning up to 2x and an error beyond; treat both as errors.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+            with handle, Image.open(handle) as image:
+                image.load()
+                return to_rgb(image)
+    except FileNotFoundError as exc:
+        raise ImageError(f"{name}: file not found") from exc
+    except IsADirectoryError as exc:
+        raise ImageError(f"{name}: is a folder, not an image") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{name}: too many pixels (decompression bomb guard): {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{name}: not an image PIL can read") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name}: broken or truncated image ({exc})") from exc
+
+
+def placeholder_image(size: int = 224) -> Image.Image:
+    """The original toolkit's stand-in for an unreadable image: a black square."""
+    return Image.new("RGB", (size, size), (0, 0, 0))
+
+
+@dataclass(frozen=True)
+class ImagePreprocessor:
+    """BLIP image preprocessing from a processor config; returns float32 [3, H, W]."""
+
+    height: int
+    width: int
+    resample: int
+    rescale_factor: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_processor(cls, processor) -> ImagePreprocessor:
+        ip = getattr(processor, "image_processor", processor)
+        return cls(
+            height=int(ip.size["height"]),
+            width=int(ip.size["width"]),
+            resample=int(ip.resample),
+            rescale_factor=float(ip.rescale_factor),
+            mean=tuple(float(x) for x in ip.image_mean),
+            std=tuple(float(x) for x in ip.image_std),
+        )
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        resized = image.resize((self.width, self.height), resample=Image.Resampling(self.resample))
+        array = np.asarray(resized, dtype=np.float32) * self.rescale_factor
+        array = (array - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
+        return np.ascontiguousarray(array.transpose(2, 0, 1))

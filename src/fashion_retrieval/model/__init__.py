@@ -1,0 +1,8 @@
+"""Model loading (every checkpoint format, LoRA merged) and the embedding API."""
+
+from fashion_retrieval.model.checkpoint import Checkpoint, read_checkpoint
+from fashion_retrieval.model.encoder import FashionEmbeddingModel
+from fashion_retrieval.model.identity import ModelIdentity
+from fashion_retrieval.model.loading import LoadedModel, load_model
+
+__all__ = ["Checkpoint", "FashionEmbeddingModel", "LoadedModel", "ModelIdentity", "load_model", "read_checkpoint"]

@@ -1,0 +1,152 @@
+"""``FashionEmbeddingModel``: the original toolkit's API over a strictly loaded, LoRA-merged BLIP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fashion_retrieval.data.images import ImageInput, ImagePreprocessor, open_image, placeholder_image
+from fashion_retrieval.errors import ImageError
+from fashion_retrieval.model.features import image_features, text_features
+from fashion_retrieval.model.loading import LoadedModel, load_model
+
+
+def _as_matrix(vectors: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(vectors, dtype=np.float32)
+    return matrix[None, :] if matrix.ndim == 1 else matrix
+
+
+def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest scores, best first; ties keep catalogue order."""
+    k = max(0, min(int(k), scores.shape[-1]))
+    return np.argsort(-scores, kind="stable")[:k]
+
+
+class FashionEmbeddingModel:
+    """Embed fashion images and captions into BLIP's 256-d image-text space.
+
+    ``model_path`` is the fine-tuned checkpoint (the original ``best_model.pth``, a PEFT adapter,
+    a state dict ...) or None when ``processor_path`` already holds the fine-tuned weights;
+    ``processor_path`` is the base BLIP folder (model config, image processor, tokenizer).
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None,
+        processor_path: str | Path,
+        device: str | None = None,
+        *,
+        lora_alpha: float = 32.0,
+        dtype: str | None = "auto",
+    ) -> None:
+        self._init_from(load_model(processor_path, model_path, lora_alpha=lora_alpha, device=device, dtype=dtype))
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModel) -> FashionEmbeddingModel:
+        self = cls.__new__(cls)
+        self._init_from(loaded)
+        return self
+
+    def _init_from(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.processor = loaded.processor
+        self.tokenizer = loaded.processor.tokenizer
+        self.device = loaded.device
+        self.identity = loaded.identity
+        self.preprocess = ImagePreprocessor.from_processor(loaded.processor)
+        self.max_text_length = int(loaded.identity.preprocessing["max_text_length"])
+
+    @property
+    def embed_dim(self) -> int:
+        return self.identity.embed_dim
+
+    # -- tensors in, vectors out -------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_pixels(self, pixel_values: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Embed preprocessed images [N, 3, H, W]; float32 [N, D], L2-normalised."""
+        pixels = torch.as_tensor(pixel_values).to(self.device, dtype=self.loaded.dtype, non_blocking=True)
+        return image_features(self.model, pixels).cpu().numpy()
+
+    @torch.inference_mode()
+    def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> np.ndarray:
+        feats = text_features(self.model, input_ids.to(self.device), attention_mask.to(self.device))
+        return feats.cpu().numpy()
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_text_length, return_tensors="pt"
+        )
+
+    # -- the original toolkit's API -----------------------------------------------------------
+    def encode_image(self, image: ImageInput) -> np.ndarray:
+        """One image (path, bytes or PIL image) -> float32 (D,). Raises ImageError naming a bad file."""
+        return self.encode_pixels(self.preprocess(open_image(image))[None])[0]
+
+    def encode_text(self, text: str) -> np.ndarray:
+        """One caption -> float32 (D,)."""
+        return self.encode_batch_texts([text])[0]
+
+    def encode_batch_images(
+        self, image_paths: Sequence[ImageInput], batch_size: int = 16, *, on_error: str = "fail"
+    ) -> np.ndarray:
+        """Images -> float32 (N, D), in order. ``on_error="placeholder"`` embeds a black image instead
+        of raising for an unreadable file (the original toolkit's behaviour)."""
+        if on_error not in ("fail", "placeholder"):
+            raise ValueError("on_error must be 'fail' or 'placeholder'")
+        out = np.zeros((len(image_paths), self.embed_dim), dtype=np.float32)
+        for start in range(0, len(image_paths), batch_size):
+            batch = []
+            for source in image_paths[start : start + batch_size]:
+                try:
+                    image = open_image(source)
+                except ImageError:
+                    if on_error == "fail":
+                        raise
+                    image = placeholder_image()
+                batch.append(self.preprocess(image))
+            if batch:
+                out[start : start + len(batch)] = self.encode_pixels(np.stack(batch))
+        return out
+
+    def encode_batch_texts(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Captions -> float32 (N, D), in order. Batches are formed by token length (less padding)."""
+        texts = [str(t) for t in texts]
+        out = np.zeros((len(texts), self.embed_dim), dtype=np.float32)
+        if not texts:
+            return out
+        lengths = [
+            len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_text_length)["input_ids"]
+        ]
+        order = np.argsort(lengths, kind="stable")
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            tokens = self.tokenize([texts[i] for i in index])
+            out[index] = self.encode_tokens(tokens["input_ids"], tokens["attention_mask"])
+        return out
+
+    @staticmethod
+    def compute_similarity(image_embedding: np.ndarray, text_embedding: np.ndarray) -> float | np.ndarray:
+        """Cosine similarity; a float for two vectors, a matrix [N, M] for two batches."""
+        a, b = _as_matrix(image_embedding), _as_matrix(text_embedding)
+        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+        scores = a @ b.T
+        return float(scores[0, 0]) if scores.size == 1 else scores
+
+    def find_similar_images(
+        self, query_text: str, image_embeddings: np.ndarray, image_paths: Sequence[str], top_k: int = 5
+    ) -> list[tuple[str, float]]:
+        """The ``top_k`` images closest to ``query_text``: [(path, score)], best first."""
+        scores = _as_matrix(image_embeddings) @ self.encode_text(query_text)
+        return [(image_paths[i], float(scores[i])) for i in top_k_indices(scores, top_k)]
+
+    def find_similar_texts(
+        self, query_image: ImageInput, text_embeddings: np.ndarray, texts: Sequence[str], top_k: int = 5
+    ) -> list[tuple[str, float]]:
+        """The ``top_k`` captions closest to ``query_image``: [(text, score)], best first."""
+        scores = _as_matrix(text_embeddings) @ self.encode_image(query_image)
+        return [(texts[i], float(scores[i])) for i in top_k_indices(scores, top_k)]

@@ -1,0 +1,196 @@
+"""Load a BLIP retrieval model: base folder (or hub id) + optional checkpoint, LoRA merged, strict."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import BlipForImageTextRetrieval, BlipProcessor
+from transformers.utils import logging as hf_logging
+
+from fashion_retrieval.errors import CheckpointError
+from fashion_retrieval.model.checkpoint import Checkpoint, read_checkpoint
+from fashion_retrieval.model.identity import ModelIdentity
+
+MAX_LISTED = 5
+
+
+@dataclass
+class LoadedModel:
+    model: BlipForImageTextRetrieval
+    processor: BlipProcessor
+    identity: ModelIdentity
+    checkpoint: Checkpoint | None
+    device: torch.device
+    dtype: torch.dtype
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32  # bf16 is ~7x slower than fp32 on CPUs without AMX
+    names = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+    }
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}: use auto, fp32, fp16 or bf16")
+    return names[dtype]
+
+
+def _listing(items: list[str], shapes: dict[str, tuple] | None = None) -> str:
+    shown = [f"{k} {tuple(shapes[k])}" if shapes and k in shapes else k for k in items[:MAX_LISTED]]
+    more = f" (+{len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else ""
+    return ", ".join(shown) + more
+
+
+def apply_checkpoint(model: torch.nn.Module, ckpt: Checkpoint) -> set[str]:
+    """Override the model's tensors with the checkpoint's and merge its LoRA; all-or-nothing.
+
+    Returns the names of the tensors the checkpoint set.
+    """
+    state = model.state_dict()
+    buffers = {name for name, _ in model.named_buffers()}
+    # Older transformers saved position_ids buffers; they carry no learned state.
+    weights = {k: v for k, v in ckpt.weights.items() if not (k.endswith("position_ids") and k not in state)}
+    unexpected = sorted(k for k in weights if k not in state)
+    mismatched = sorted(k for k in weights if k in state and tuple(weights[k].shape) != tuple(state[k].shape))
+    lora_bad = []
+    for module, delta in ckpt.lora.items():
+        target = state.get(f"{module}.weight")
+        if target is None or target.ndim != 2 or tuple(delta.b.shape[:1] + delta.a.shape[1:]) != tuple(target.shape):
+            lora_bad.append(module)
+    missing = sorted(k for k in state if k not in weights and k not in buffers) if ckpt.is_full else []
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)}: {_listing(missing, {k: v.shape for k, v in state.items()})}")
+    if unexpected:
+        problems.append(
+            f"unexpected {len(unexpected)}: {_listing(unexpected, {k: v.shape for k, v in weights.items()})}"
+        )
+    if mismatched:
+        pairs = [f"{k} checkpoint {tuple(weights[k].shape)} vs model {tuple(state[k].shape)}" for k in mismatched]
+        problems.append(f"shape mismatch {len(mismatched)}: {_listing(pairs)}")
+    if lora_bad:
+        problems.append(f"LoRA on modules the model lacks or of the wrong shape: {_listing(sorted(lora_bad))}")
+    if problems:
+        raise CheckpointError(
+            f"{ckpt.path} ({ckpt.format}) does not fit this BLIP architecture; nothing was loaded. "
+            + "; ".join(problems)
+            + ". Check that --base is the model the checkpoint was trained from."
+        )
+    with torch.no_grad():
+        for key, value in weights.items():
+            state[key].copy_(value.to(state[key].dtype))
+        for module, delta in ckpt.lora.items():
+            target = state[f"{module}.weight"]
+            target.add_(delta.delta().to(target.dtype))
+    return set(weights) | {f"{m}.weight" for m in ckpt.lora}
+
+
+def _base_fingerprint(base: str) -> str:
+    folder = Path(base)
+    if not folder.is_dir():
+        return base  # a hub id: the id (and its revision) is the identity
+    digest = hashlib.sha256()
+    for name in sorted(p.name for p in folder.iterdir() if p.suffix in {".json", ".safetensors", ".bin", ".txt"}):
+        if name in {"adapter_config.json"}:
+            continue
+        digest.update(name.encode())
+        with open(folder / name, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _preprocessing(processor: BlipProcessor, max_text_length: int) -> dict:
+    ip = processor.image_processor
+    return {
+        "size": dict(ip.size),
+        "resample": int(ip.resample),
+        "rescale_factor": float(ip.rescale_factor),
+        "image_mean": [float(x) for x in ip.image_mean],
+        "image_std": [float(x) for x in ip.image_std],
+        "max_text_length": max_text_length,
+    }
+
+
+def max_text_length(processor: BlipProcessor, model: BlipForImageTextRetrieval) -> int:
+    limit = processor.tokenizer.model_max_length
+    positions = model.config.text_config.max_position_embeddings
+    return int(min(limit, positions)) if limit and limit < 10**6 else int(positions)
+
+
+def load_model(
+    base: str | Path,
+    checkpoint: str | Path | None = None,
+    *,
+    lora_alpha: float = 32.0,
+    device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype | None = "auto",
+) -> LoadedModel:
+    """Load ``base`` (HF folder or hub id) with its processor, apply ``checkpoint``, merge LoRA, move, eval.
+
+    Refuses to return a model with any weight still at random initialisation.
+    """
+    base = str(base)
+    if Path(base).expanduser().exists():
+        base = str(Path(base).expanduser())
+        if not (Path(base) / "config.json").is_file():
+            raise CheckpointError(f"base {base} has no config.json: point --base at a Hugging Face BLIP folder")
+    ckpt = read_checkpoint(checkpoint, lora_alpha=lora_alpha) if checkpoint is not None else None
+    hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the missing-keys warning is replaced by the check below
+    try:
+        model, info = BlipForImageTextRetrieval.from_pretrained(base, output_loading_info=True, dtype=torch.float32)
+        processor = BlipProcessor.from_pretrained(base)
+    except OSError as exc:
+        raise CheckpointError(f"cannot load base {base}: {str(exc).splitlines()[0]}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    random_init = set(info.get("missing_keys", ())) | set(info.get("mismatched_keys", ()))
+    covered = apply_checkpoint(model, ckpt) if ckpt else set()
+    still_random = sorted(random_init - covered)
+    if still_random:
+        groups = sorted({k.split(".")[0] for k in still_random})
+        raise CheckpointError(
+            f"base {base} has no trained weights for {len(still_random)} tensors ({', '.join(groups)}: "
+            f"{_listing(still_random)})"
+            + (f" and {ckpt.path} does not provide them" if ckpt else "")
+            + ". A captioning base needs the fine-tuned best_model.pth that holds the retrieval heads, "
+            "or use a retrieval base such as Salesforce/blip-itm-base-coco."
+        )
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    model = model.to(device=torch_device, dtype=torch_dtype).eval()
+    identity = ModelIdentity(
+        base=base,
+        base_fingerprint=_base_fingerprint(base),
+        checkpoint=ckpt.path if ckpt else None,
+        checkpoint_sha256=ckpt.sha256 if ckpt else None,
+        checkpoint_format=ckpt.format if ckpt else None,
+        lora_alpha=ckpt.lora_alpha if ckpt and ckpt.lora else None,
+        embed_dim=int(model.config.image_text_hidden_size),
+        preprocessing=_preprocessing(processor, max_text_length(processor, model)),
+    )
+    return LoadedModel(model, processor, identity, ckpt, torch_device, torch_dtype)

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from fashion_retrieval.model.tiny import build_tiny_blip  # noqa: E402
+
+CAPTIONS = [
+    "The lady wears a red dress with floral patterns.",
+    "The man wears a blue denim jacket and black trousers.",
+    "A striped cotton T-shirt with short sleeves.",
+    "The woman wears long green trousers.",
+    "A yellow hoodie.",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """A tiny random BLIP retrieval model with its processor, in Hugging Face format."""
+    return build_tiny_blip(tmp_path_factory.mktemp("tiny_blip"), CAPTIONS, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_captioning_base(tmp_path_factory, tiny_base) -> Path:
+    """A tiny captioning BLIP (no text encoder, no projections), like blip-image-captioning-base."""
+    from transformers import BlipConfig, BlipForConditionalGeneration, BlipProcessor
+
+    folder = tmp_path_factory.mktemp("tiny_captioning")
+    config = BlipConfig.from_pretrained(tiny_base)
+    BlipForConditionalGeneration(config).save_pretrained(folder)
+    BlipProcessor.from_pretrained(tiny_base).save_pretrained(folder)
+    return folder

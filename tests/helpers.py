@@ -1,0 +1,82 @@
+"""Test helpers written independently of the package: the original toolkit's LoRA wrap, PEFT checkpoints,
+reference embeddings computed straight from the model's submodules, and image files of every kind."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+TARGETS = ("query", "value", "vision_proj", "text_proj")
+
+
+class OriginalLoRA(nn.Module):
+    def __init__(self, in_features: int, out_features: int, rank: int) -> None:
+        super().__init__()
+        self.lora_A = nn.Parameter(torch.randn(in_features, rank) * 0.1)
+        self.lora_B = nn.Parameter(torch.randn(rank, out_features) * 0.1)  # non-zero: a trained adapter
+
+
+class OriginalLoRALinear(nn.Module):
+    """As in the original toolkit: output = linear(x) + (x @ A @ B) * alpha / r."""
+
+    def __init__(self, linear: nn.Linear, rank: int, alpha: float) -> None:
+        super().__init__()
+        self.linear = linear
+        self.lora = OriginalLoRA(linear.in_features, linear.out_features, rank)
+        self.scaling = alpha / rank
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + (x @ self.lora.lora_A @ self.lora.lora_B) * self.scaling
+
+
+def wrap_original(model: nn.Module, rank: int = 16, alpha: float = 32, targets=TARGETS) -> nn.Module:
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and any(t in n for t in targets)]
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, OriginalLoRALinear(getattr(parent, child), rank, alpha))
+    return model
+
+
+def perturb_base(model: nn.Module, seed: int = 1) -> None:
+    """Change a few base weights too, as full fine-tuning alongside LoRA would."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "layernorm" in name.lower() or name.endswith("embeddings.word_embeddings.weight"):
+                param.add_(torch.randn(param.shape, generator=gen) * 0.05)
+
+
+@torch.no_grad()
+def reference_image_embedding(model, pixel_values: torch.Tensor) -> np.ndarray:
+    cls = model.vision_model(pixel_values=pixel_values).last_hidden_state[:, 0, :]
+    return F.normalize(model.vision_proj(cls), dim=-1).numpy()
+
+
+@torch.no_grad()
+def reference_text_embedding(model, input_ids, attention_mask) -> np.ndarray:
+    cls = model.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0, :]
+    return F.normalize(model.text_proj(cls), dim=-1).numpy()
+
+
+def write_image(path: Path, color=(200, 30, 30), size=(60, 80), mode="RGB", fmt="JPEG") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.new("RGB", size, color)
+    # a diagonal stripe so that images differ in structure as well as colour
+    pixels = image.load()
+    for i in range(min(size)):
+        pixels[i, i] = (255 - color[0], 255 - color[1], 255 - color[2])
+    image.convert(mode).save(path, fmt)
+    return path
+
+
+def jpeg_bytes(color=(10, 120, 200), size=(40, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "JPEG")
+    return buffer.getvalue()

@@ -1,0 +1,50 @@
+"""One frozen config dataclass per command; saved as JSON into the command's outputs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    base: str
+    checkpoint: str | None = None
+    lora_alpha: float = 32.0
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    catalog: str
+    model: ModelConfig
+    out: str = "embeddings_output"
+    images_dir: str | None = None
+    id_col: str = "image_id"
+    image_col: str = "path"
+    text_col: str | None = "caption"
+    batch_size: int = 32
+    text_batch_size: int = 64
+    workers: int = field(default_factory=default_workers)
+    on_error: str = "skip"
+    limit: int | None = None
+    overwrite: bool = False
+    shard_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("skip", "placeholder", "fail"):
+            raise ValueError(f"--on-error {self.on_error!r}: use skip, placeholder or fail")
+        if self.batch_size < 1 or self.shard_size < 1 or self.text_batch_size < 1:
+            raise ValueError("--batch-size and shard size must be at least 1")
+        if self.workers < 0:
+            raise ValueError("--workers must be 0 (decode in the main process) or more")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("--limit must be at least 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

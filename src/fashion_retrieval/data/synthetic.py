@@ -1,0 +1,323 @@
+"""A generated fashion catalogue in DeepFashion-MultiModal's layout, for the offline demo and tests.
+
+Bold garment drawings that fill the frame (distinct silhouettes per garment type), coloured and
+patterned, on varied backgrounds; captions in DeepFashion's style with varied wording. The same
+seed gives the same catalogue, byte for byte.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+# garment: (DeepFashion product_type, caption phrases)
+GARMENTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "t-shirt": ("Tees_Tanks", ("short-sleeve T-shirt", "T-shirt with short sleeves", "crew-neck tee")),
+    "shirt": ("Shirts_Polos", ("long-sleeve shirt", "button-up shirt", "collared shirt")),
+    "dress": ("Dresses", ("sleeveless dress", "flared dress", "knee-length dress")),
+    "skirt": ("Skirts", ("A-line skirt", "short skirt", "flared skirt")),
+    "trousers": ("Pants", ("long trousers", "pair of long pants", "full-length trousers")),
+    "shorts": ("Shorts", ("pair of shorts", "short pants", "casual shorts")),
+    "jacket": ("Jackets_Coats", ("open jacket", "long-sleeve jacket", "zip-up coat")),
+    "hoodie": ("Sweatshirts_Hoodies", ("hooded sweatshirt", "hoodie", "pullover hoodie")),
+}
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (205, 30, 35),
+    "blue": (35, 70, 200),
+    "green": (30, 150, 60),
+    "yellow": (240, 205, 20),
+    "black": (20, 20, 20),
+    "white": (245, 245, 245),
+    "pink": (240, 120, 180),
+    "purple": (120, 45, 160),
+    "orange": (245, 130, 20),
+    "brown": (120, 70, 30),
+    "grey": (128, 128, 128),
+}
+PATTERNS: dict[str, tuple[str, ...]] = {
+    "solid": ("pure colour", "solid colour", "plain"),
+    "striped": ("striped", "stripe"),
+    "dotted": ("dotted", "polka-dot"),
+    "plaid": ("plaid", "lattice"),
+    "color-block": ("colour block", "color-block"),
+}
+GENDERS = {
+    "WOMEN": ("The lady", "The woman", "She", "This female"),
+    "MEN": ("The man", "The gentleman", "He", "This guy"),
+}
+BACKGROUNDS = [(250, 250, 250), (232, 236, 240), (245, 238, 225), (225, 240, 230), (238, 228, 240), (210, 210, 215)]
+COLUMNS = ["image_id", "caption", "path", "gender", "product_type", "product_id", "image_type"]
+
+
+@dataclass(frozen=True)
+class SyntheticItem:
+    image_id: str
+    garment: str
+    color: str
+    pattern: str
+    gender: str
+    background: int
+    caption: str
+
+
+def _silhouette(garment: str, s: int) -> Image.Image:
+    """A white-on-black mask of the garment filling most of an s x s frame."""
+    mask = Image.new("L", (s, s), 0)
+    d = ImageDraw.Draw(mask)
+
+    def p(*xy: float) -> list[tuple[float, float]]:
+        return [(xy[i] * s, xy[i + 1] * s) for i in range(0, len(xy), 2)]
+
+    if garment == "t-shirt":
+        d.polygon(
+            p(
+                0.3,
+                0.1,
+                0.7,
+                0.1,
+                0.98,
+                0.3,
+                0.85,
+                0.45,
+                0.75,
+                0.38,
+                0.75,
+                0.95,
+                0.25,
+                0.95,
+                0.25,
+                0.38,
+                0.15,
+                0.45,
+                0.02,
+                0.3,
+            ),
+            fill=255,
+        )
+        d.ellipse(p(0.4, 0.03, 0.6, 0.17), fill=0)
+    elif garment == "shirt":
+        d.polygon(
+            p(
+                0.3,
+                0.08,
+                0.7,
+                0.08,
+                0.9,
+                0.2,
+                0.98,
+                0.95,
+                0.84,
+                0.95,
+                0.76,
+                0.4,
+                0.76,
+                0.95,
+                0.24,
+                0.95,
+                0.24,
+                0.4,
+                0.16,
+                0.95,
+                0.02,
+                0.95,
+                0.1,
+                0.2,
+            ),
+            fill=255,
+        )
+        d.polygon(p(0.38, 0.08, 0.5, 0.22, 0.62, 0.08), fill=0)
+        d.line(p(0.5, 0.22, 0.5, 0.95), fill=0, width=max(1, s // 40))
+    elif garment == "dress":
+        d.polygon(p(0.36, 0.02, 0.64, 0.02, 0.66, 0.38, 0.95, 0.98, 0.05, 0.98, 0.34, 0.38), fill=255)
+        d.ellipse(p(0.42, -0.04, 0.58, 0.1), fill=0)
+    elif garment == "skirt":
+        d.polygon(p(0.3, 0.15, 0.7, 0.15, 0.97, 0.85, 0.03, 0.85), fill=255)
+    elif garment == "trousers":
+        d.polygon(p(0.22, 0.02, 0.78, 0.02, 0.88, 0.98, 0.57, 0.98, 0.5, 0.35, 0.43, 0.98, 0.12, 0.98), fill=255)
+    elif garment == "shorts":
+        d.polygon(p(0.12, 0.2, 0.88, 0.2, 0.98, 0.75, 0.56, 0.75, 0.5, 0.45, 0.44, 0.75, 0.02, 0.75), fill=255)
+    elif garment == "jacket":
+        d.polygon(
+            p(
+                0.28,
+                0.05,
+                0.72,
+                0.05,
+                0.92,
+                0.2,
+                1.0,
+                0.98,
+                0.84,
+                0.98,
+                0.77,
+                0.45,
+                0.77,
+                0.98,
+                0.23,
+                0.98,
+                0.23,
+                0.45,
+                0.16,
+                0.98,
+                0.0,
+                0.98,
+                0.08,
+                0.2,
+            ),
+            fill=255,
+        )
+        d.polygon(p(0.44, 0.05, 0.56, 0.05, 0.53, 0.98, 0.47, 0.98), fill=0)  # open front
+    elif garment == "hoodie":
+        d.polygon(
+            p(
+                0.25,
+                0.25,
+                0.75,
+                0.25,
+                0.95,
+                0.4,
+                0.99,
+                0.98,
+                0.85,
+                0.98,
+                0.77,
+                0.55,
+                0.77,
+                0.98,
+                0.23,
+                0.98,
+                0.23,
+                0.55,
+                0.15,
+                0.98,
+                0.01,
+                0.98,
+                0.05,
+                0.4,
+            ),
+            fill=255,
+        )
+        d.ellipse(p(0.3, 0.0, 0.7, 0.38), fill=255)  # hood
+        d.ellipse(p(0.4, 0.1, 0.6, 0.3), fill=0)
+        d.rectangle(p(0.35, 0.7, 0.65, 0.85), fill=0)  # front pocket
+    else:
+        raise ValueError(f"unknown garment {garment!r}")
+    return mask
+
+
+def _texture(pattern: str, color: tuple[int, int, int], s: int, rng: random.Random) -> Image.Image:
+    accent = tuple(255 - c if sum(color) < 380 else c // 3 for c in color)
+    tex = Image.new("RGB", (s, s), color)
+    d = ImageDraw.Draw(tex)
+    step = max(4, s // rng.choice((6, 8)))
+    if pattern == "striped":
+        for y in range(0, s, step):
+            d.rectangle((0, y, s, y + step // 3), fill=accent)
+    elif pattern == "dotted":
+        r = max(1, step // 5)
+        for y in range(step // 2, s, step):
+            for x in range(step // 2, s, step):
+                d.ellipse((x - r, y - r, x + r, y + r), fill=accent)
+    elif pattern == "plaid":
+        w = max(1, step // 6)
+        for k in range(0, s, step):
+            d.rectangle((k, 0, k + w, s), fill=accent)
+            d.rectangle((0, k, s, k + w), fill=accent)
+    elif pattern == "color-block":
+        d.rectangle((0, s // 2, s, s), fill=accent)
+    return tex
+
+
+def render_item(item: SyntheticItem, size: int, seed: int) -> Image.Image:
+    rng = random.Random(seed)
+    image = Image.new("RGB", (size, size), BACKGROUNDS[item.background])
+    mask = _silhouette(item.garment, size)
+    image.paste(_texture(item.pattern, COLORS[item.color], size, rng), mask=mask)
+    return image
+
+
+def _caption(rng: random.Random, garment: str, color: str, pattern: str, gender: str) -> str:
+    subject = rng.choice(GENDERS[gender])
+    verb = (
+        "wears"
+        if subject in ("The lady", "The woman", "The man", "The gentleman")
+        else rng.choice(("wears", "is wearing", "has on"))
+    )
+    phrase = rng.choice(GARMENTS[garment][1])
+    pattern_word = rng.choice(PATTERNS[pattern])
+    templates = (
+        "{s} {v} a {c} {g} with {p} patterns.",
+        "{s} {v} a {g} in {c}, with {p} patterns.",
+        "{s} {v} a {p} {c} {g}.",
+        "{s} {v} a {c} {g}. The {g} has {p} patterns.",
+    )
+    if pattern == "solid":
+        templates = ("{s} {v} a {c} {g} in {p}.", "{s} {v} a {p} {c} {g}.", "{s} {v} a {g} in {c}.")
+    text = rng.choice(templates).format(s=subject, v=verb, c=color, g=phrase, p=pattern_word)
+    return re.sub(r"\ba ([aeiouAEIOU])", r"an \1", text)
+
+
+def sample_items(n: int, seed: int = 0) -> list[SyntheticItem]:
+    rng = random.Random(seed)
+    items = []
+    for i in range(n):
+        garment = rng.choice(list(GARMENTS))
+        # skirts and dresses are women's in this catalogue, as in DeepFashion
+        gender = "WOMEN" if garment in ("dress", "skirt") else rng.choice(list(GENDERS))
+        color, pattern = rng.choice(list(COLORS)), rng.choice(list(PATTERNS))
+        product_type = GARMENTS[garment][0]
+        image_id = f"{gender}-{product_type}-id_{i:08d}-01_1_front.jpg"
+        items.append(
+            SyntheticItem(
+                image_id,
+                garment,
+                color,
+                pattern,
+                gender,
+                rng.randrange(len(BACKGROUNDS)),
+                _caption(rng, garment, color, pattern, gender),
+            )
+        )
+    return items
+
+
+def make_catalog(out: str | Path, n: int = 2000, seed: int = 0, image_size: int = 128) -> Path:
+    """Write ``labels_front.csv`` and ``selected_images/`` under ``out``; returns the CSV path.
+
+    Besides DeepFashion's columns the CSV has ``color`` and ``pattern`` (used for attribute metrics).
+    """
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    out = Path(out)
+    images = out / "selected_images"
+    images.mkdir(parents=True, exist_ok=True)
+    items = sample_items(n, seed)
+    csv_path = out / "labels_front.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*COLUMNS, "garment", "color", "pattern"])
+        for i, item in enumerate(items):
+            target = images / item.image_id
+            if not target.exists():
+                render_item(item, image_size, seed * 1_000_003 + i).save(target, "JPEG", quality=90)
+            product_id = item.image_id.split("-")[2]
+            writer.writerow(
+                [
+                    item.image_id,
+                    item.caption,
+                    item.image_id,
+                    item.gender,
+                    GARMENTS[item.garment][0],
+                    product_id,
+                    "front",
+                    item.garment,
+                    item.color,
+                    item.pattern,
+                ]
+            )
+    return csv_path

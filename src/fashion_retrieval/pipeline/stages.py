@@ -1,0 +1,172 @@
+"""Pipeline stages as functions over iterators of batches: read+decode (in worker processes) -> encode -> shard.
+
+Each stage is timed by ``timed``; the runner in ``embed.py`` wires them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fashion_retrieval.data.images import ImagePreprocessor, open_image, placeholder_image
+from fashion_retrieval.errors import ImageError
+from fashion_retrieval.pipeline.writer import STATUS_FAILED, STATUS_OK, STATUS_PLACEHOLDER, Shard
+
+
+@dataclass
+class StageClock:
+    """Seconds spent inside each stage (the time a consumer waits on it), plus worker CPU seconds."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+
+def timed(items: Iterable, clock: StageClock, stage: str) -> Iterator:
+    iterator = iter(items)
+    while True:
+        start = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            clock.add(stage, time.perf_counter() - start)
+            return
+        clock.add(stage, time.perf_counter() - start)
+        yield item
+
+
+def counted(batches: Iterable[ImageBatch], bar) -> Iterator[ImageBatch]:
+    """Advance a progress bar by each batch's size."""
+    for batch in batches:
+        bar.update(len(batch.indices))
+        yield batch
+
+
+class ImageItems(Dataset):
+    """Decodes and preprocesses one catalogue image per index; never raises for a bad file."""
+
+    def __init__(self, paths: list[str], indices: np.ndarray, preprocess: ImagePreprocessor, on_error: str):
+        self.paths, self.indices, self.preprocess, self.on_error = paths, indices, preprocess, on_error
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> tuple[int, np.ndarray, int, str, float]:
+        index = int(self.indices[position])
+        start = time.perf_counter()
+        try:
+            pixels, status, reason = self.preprocess(open_image(self.paths[index])), STATUS_OK, ""
+        except ImageError as exc:
+            reason = str(exc)
+            if self.on_error == "placeholder":
+                pixels, status = self.preprocess(placeholder_image()), STATUS_PLACEHOLDER
+            else:
+                pixels = np.zeros((3, self.preprocess.height, self.preprocess.width), np.float32)
+                status = STATUS_FAILED
+        return index, pixels, status, reason, time.perf_counter() - start
+
+
+@dataclass
+class ImageBatch:
+    indices: np.ndarray
+    pixels: torch.Tensor
+    status: np.ndarray
+    reasons: list[str]
+    decode_seconds: float
+    vectors: np.ndarray | None = None
+
+
+def _collate(rows: list) -> ImageBatch:
+    indices, pixels, status, reasons, seconds = zip(*rows, strict=True)
+    return ImageBatch(
+        np.asarray(indices),
+        torch.from_numpy(np.stack(pixels)),
+        np.asarray(status, np.uint8),
+        list(reasons),
+        float(sum(seconds)),
+    )
+
+
+def _single_thread_worker(_: int) -> None:
+    torch.set_num_threads(1)  # the model's threads keep the cores; workers only decode
+
+
+def read_images(
+    paths: list[str],
+    indices: np.ndarray,
+    preprocess: ImagePreprocessor,
+    *,
+    batch_size: int,
+    workers: int,
+    on_error: str,
+) -> Iterator[ImageBatch]:
+    """Decoded, preprocessed batches in catalogue order, decoded in ``workers`` processes."""
+    loader = DataLoader(
+        ImageItems(paths, indices, preprocess, on_error),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_collate,
+        worker_init_fn=_single_thread_worker if workers else None,
+        prefetch_factor=4 if workers else None,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )
+    yield from loader
+
+
+def encode_images(batches: Iterable[ImageBatch], encoder, on_error: str) -> Iterator[ImageBatch]:
+    """Embed the decodable images of each batch; failed rows stay zero."""
+    for batch in batches:
+        if on_error == "fail" and (batch.status == STATUS_FAILED).any():
+            raise ImageError(batch.reasons[int(np.argmax(batch.status == STATUS_FAILED))])
+        keep = batch.status != STATUS_FAILED
+        vectors = np.zeros((len(batch.indices), encoder.embed_dim), np.float32)
+        if keep.any():
+            vectors[keep] = encoder.encode_pixels(batch.pixels[torch.from_numpy(keep)])
+        batch.vectors = vectors
+        yield batch
+
+
+def assemble_shards(
+    batches: Iterable[ImageBatch], shard_of: dict[int, np.ndarray], shard_size: int, dim: int
+) -> Iterator[Shard]:
+    """Collect batch rows into fixed shards (catalogue rows [k*size, (k+1)*size)); yield each when full."""
+    pending: dict[int, Shard] = {}
+    filled: dict[int, int] = {}
+    for batch in batches:
+        for row, index in enumerate(batch.indices):
+            shard_id = int(index) // shard_size
+            shard = pending.get(shard_id)
+            if shard is None:
+                items = shard_of[shard_id]
+                shard = Shard(
+                    shard_id,
+                    items,
+                    np.zeros((len(items), dim), np.float32),
+                    np.zeros((len(items), 0)),
+                    np.zeros(len(items), np.uint8),
+                    [""] * len(items),
+                )
+                pending[shard_id], filled[shard_id] = shard, 0
+            position = int(index) - int(shard.item_indices[0])
+            shard.image[position] = batch.vectors[row]
+            shard.status[position] = batch.status[row]
+            shard.reasons[position] = batch.reasons[row]
+            filled[shard_id] += 1
+            if filled[shard_id] == len(shard.item_indices):
+                yield pending.pop(shard_id)
+
+
+def add_text_embeddings(shards: Iterable[Shard], captions: list[str], encoder, batch_size: int) -> Iterator[Shard]:
+    """Embed each shard's captions (length-sorted batches inside the encoder), aligned with its images."""
+    for shard in shards:
+        if captions:
+            shard.text = encoder.encode_batch_texts([captions[i] for i in shard.item_indices], batch_size=batch_size)
+        yield shard

@@ -48,6 +48,8 @@ def inspect(
 
 
 def main() -> None:
-    from fashion_retrieval import commands  # noqa: F401  (registers the other subcommands)
-
     app()
+
+
+# The other subcommands live in their own module to keep this one short; importing it registers them.
+from fashion_retrieval import commands  # noqa: E402,F401

@@ -1,0 +1,148 @@
+"""Embedding throughput: the pipeline vs an original-style loop vs the bare model forward (the ceiling).
+
+A BLIP-base-sized model with random weights (same compute as the real one), N generated JPEGs at
+DeepFashion's size (750x1101) and captions of DeepFashion's length. Results: benchmarks/results/*.json.
+
+    python benchmarks/embed_throughput.py --images 12 --captions 256            # CPU
+    python benchmarks/embed_throughput.py --images 4096 --captions 8192 --batch-size 256 --name embed_gpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks.common import build_base_sized_blip, write_result
+from fashion_retrieval.config import EmbedConfig, ModelConfig, default_workers
+from fashion_retrieval.data.synthetic import render_item, sample_items
+from fashion_retrieval.model.encoder import FashionEmbeddingModel
+from fashion_retrieval.model.features import image_features, text_features
+from fashion_retrieval.pipeline.embed import embed_catalog
+
+
+def deepfashion_caption(i: int) -> str:
+    """About DeepFashion-MultiModal's caption length (~40 words, 3 sentences)."""
+    item = sample_items(3, seed=i)
+    return " ".join(x.caption for x in item) + " There is an accessory on her wrist. The outfit is casual."
+
+
+def make_catalog(folder: Path, n: int) -> Path:
+    images = folder / "selected_images"
+    images.mkdir(parents=True)
+    items = sample_items(n, seed=1)
+    with open(folder / "labels_front.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_id", "caption", "path", "gender", "product_type", "product_id", "image_type"])
+        for i, item in enumerate(items):
+            image = render_item(item, 256, i).resize((750, 1101))
+            image.save(images / f"{i}.jpg", quality=90)
+            writer.writerow([f"{i}", deepfashion_caption(i), f"{i}.jpg", item.gender, "x", f"p{i}", "front"])
+    return folder / "labels_front.csv"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=12)
+    parser.add_argument("--captions", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--text-batch-size", type=int, default=64)
+    parser.add_argument("--loop-items", type=int, default=None, help="items for the one-at-a-time loop")
+    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--name", default="embed_throughput_cpu")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-embed-"))
+    base = build_base_sized_blip(work / "base")
+    encoder = FashionEmbeddingModel(None, base, device=args.device)
+    device, model = encoder.device, encoder.model
+    n = max(args.images, args.captions)
+    catalog = make_catalog(work / "cat", n)
+    paths = [str(work / "cat" / "selected_images" / f"{i}.jpg") for i in range(n)]
+    captions = [deepfashion_caption(i) for i in range(n)]
+    loop_n = args.loop_items or min(args.images, 16)
+
+    # warm-up (allocations, kernels)
+    encoder.encode_batch_images(paths[:2], batch_size=2)
+    encoder.encode_batch_texts(captions[:4])
+
+    # (c) ceiling: the bare forward on ready tensors, same batch size
+    pixels = torch.from_numpy(np.stack([encoder.preprocess(Image.open(p).convert("RGB")) for p in paths[: args.batch_size]]))
+    pixels = pixels.to(device, dtype=encoder.loaded.dtype)
+    batches = max(1, args.images // args.batch_size)
+    sync(device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for _ in range(batches):
+            image_features(model, pixels)
+    sync(device)
+    ceiling_images = batches * args.batch_size / (time.perf_counter() - start)
+
+    tokens = encoder.tokenize(captions[: args.text_batch_size])
+    ids, mask = tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
+    text_batches = max(1, args.captions // args.text_batch_size)
+    sync(device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for _ in range(text_batches):
+            text_features(model, ids, mask)
+    sync(device)
+    ceiling_captions = text_batches * args.text_batch_size / (time.perf_counter() - start)
+
+    # (b) the original-style loop: one item at a time, processor then forward
+    processor = encoder.processor
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for path in paths[:loop_n]:
+            inputs = processor(images=Image.open(path).convert("RGB"), return_tensors="pt")
+            image_features(model, inputs["pixel_values"].to(device, dtype=encoder.loaded.dtype))
+    sync(device)
+    loop_images = loop_n / (time.perf_counter() - start)
+    loop_caps = min(args.captions, 64)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for caption in captions[:loop_caps]:
+            t = processor(text=caption, return_tensors="pt", truncation=True)
+            text_features(model, t["input_ids"].to(device), t["attention_mask"].to(device))
+    sync(device)
+    loop_captions = loop_caps / (time.perf_counter() - start)
+
+    # (a) the pipeline, images (the whole catalogue's images) and captions
+    config = EmbedConfig(catalog=str(catalog), model=ModelConfig(str(base), device=str(device)),
+                         out=str(work / "out"), batch_size=args.batch_size, text_batch_size=args.text_batch_size,
+                         workers=args.workers, limit=args.images, shard_size=max(args.images, 1))
+    summary = embed_catalog(config, encoder=encoder, progress=False)
+    pipe_images = summary["images_per_second"]
+    start = time.perf_counter()
+    encoder.encode_batch_texts(captions[: args.captions], batch_size=args.text_batch_size)
+    pipe_captions = args.captions / (time.perf_counter() - start)
+
+    write_result(args.name, {
+        "command": "python benchmarks/embed_throughput.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "name") + f" --name {args.name}",
+        "model": "BLIP-base-sized BlipForImageTextRetrieval, random weights, 384 px",
+        "device": str(device), "dtype": str(encoder.loaded.dtype),
+        "images": args.images, "captions": args.captions, "batch_size": args.batch_size, "workers": args.workers,
+        "images_per_second": {"pipeline": pipe_images, "loop": round(loop_images, 3), "ceiling": round(ceiling_images, 3)},
+        "captions_per_second": {"pipeline": round(pipe_captions, 3), "loop": round(loop_captions, 3),
+                                "ceiling": round(ceiling_captions, 3)},
+        "ratios": {"pipeline_vs_ceiling_images": round(pipe_images / ceiling_images, 3),
+                   "pipeline_vs_loop_images": round(pipe_images / loop_images, 3),
+                   "pipeline_vs_loop_captions": round(pipe_captions / loop_captions, 3)},
+        "pipeline_stage_seconds": summary["stage_seconds"],
+    })
+
+
+if __name__ == "__main__":
+    main()

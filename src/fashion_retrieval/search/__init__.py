@@ -1,0 +1,6 @@
+"""Search over a vector store: text, image, hybrid, filters, ITM rerank."""
+
+from fashion_retrieval.search.fusion import rrf
+from fashion_retrieval.search.searcher import Searcher, SearchResponse
+
+__all__ = ["SearchResponse", "Searcher", "rrf"]

@@ -1,0 +1,129 @@
+"""In-memory search over an embeddings folder: exact numpy, or FAISS HNSW for large folders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fashion_retrieval.errors import StoreError
+from fashion_retrieval.pipeline.writer import EmbeddingSet, load_embeddings
+from fashion_retrieval.store.base import BASE_FIELDS, Filters, Hit, VectorField, validate_filters
+
+FAISS_AUTO_ROWS = 200_000  # above this, exact search costs more than HNSW's small recall loss
+
+
+def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Row indices of the k best scores, best first; ties in catalogue order."""
+    k = min(k, scores.shape[0])
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if k < scores.shape[0]:
+        candidates = np.argpartition(-scores, k - 1)[:k]
+        return candidates[np.lexsort((candidates, -scores[candidates]))]
+    return np.lexsort((np.arange(scores.shape[0]), -scores))
+
+
+class MemoryStore:
+    def __init__(self, data: EmbeddingSet, *, use_faiss: bool | None = None, ef_search: int = 128) -> None:
+        self.data = data
+        self.meta: pd.DataFrame = data.metadata.reset_index(drop=True)
+        self.description = f"embeddings folder {data.folder}"
+        self._matrix = {"image": np.ascontiguousarray(data.image_embeddings, dtype=np.float32)}
+        if data.text_embeddings is not None:
+            self._matrix["text"] = np.ascontiguousarray(data.text_embeddings, dtype=np.float32)
+        self._row = {str(i): n for n, i in enumerate(self.meta["id"])}
+        self.use_faiss = len(self.meta) > FAISS_AUTO_ROWS if use_faiss is None else use_faiss
+        self.ef_search = ef_search
+        self._faiss: dict[str, object] = {}
+
+    @classmethod
+    def open(cls, folder: str | Path, *, use_faiss: bool | None = None) -> MemoryStore:
+        return cls(load_embeddings(folder), use_faiss=use_faiss)
+
+    def count(self) -> int:
+        return len(self.meta)
+
+    def identity(self) -> dict | None:
+        return self.data.manifest.get("model")
+
+    def attributes(self) -> list[str]:
+        return [c for c in self.meta.columns if c not in BASE_FIELDS]
+
+    def has_field(self, vector_field: VectorField) -> bool:
+        return vector_field in self._matrix
+
+    def _mask(self, filters: Filters | None) -> np.ndarray | None:
+        clean = validate_filters(filters, self.attributes() + ["id"])
+        if not clean:
+            return None
+        mask = np.ones(len(self.meta), dtype=bool)
+        for name, values in clean.items():
+            mask &= self.meta[name].astype(str).isin(values).to_numpy()
+        return mask
+
+    def _faiss_index(self, vector_field: VectorField):
+        if vector_field not in self._faiss:
+            try:
+                import faiss
+            except ImportError as exc:
+                raise StoreError("FAISS is not installed: pip install faiss-cpu (or search without --faiss)") from exc
+            index = faiss.IndexHNSWFlat(self._matrix[vector_field].shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = 200
+            index.add(self._matrix[vector_field])
+            self._faiss[vector_field] = index
+        return self._faiss[vector_field]
+
+    def search(
+        self, queries: np.ndarray, vector_field: VectorField, top_k: int, filters: Filters | None = None
+    ) -> list[list[Hit]]:
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if not self.has_field(vector_field):
+            raise StoreError(f"{self.description} has no {vector_field} embeddings")
+        mask = self._mask(filters)
+        if self.use_faiss:
+            return self._search_faiss(queries, vector_field, top_k, mask)
+        scores = queries @ self._matrix[vector_field].T
+        if mask is not None:
+            scores[:, ~mask] = -np.inf
+        allowed = len(self.meta) if mask is None else int(mask.sum())
+        return [self._hits(top_k_rows(row, min(top_k, allowed)), row) for row in scores]
+
+    def _search_faiss(self, queries, vector_field, top_k, mask) -> list[list[Hit]]:
+        import faiss
+
+        index = self._faiss_index(vector_field)
+        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, top_k))
+        if mask is not None:
+            params.sel = faiss.IDSelectorBatch(np.flatnonzero(mask).astype(np.int64))
+        scores, rows = index.search(queries, top_k, params=params)
+        return [self._hits(r[r >= 0], None, s[r >= 0]) for r, s in zip(rows, scores, strict=True)]
+
+    def _hits(self, rows: np.ndarray, scores_row: np.ndarray | None, scores: np.ndarray | None = None) -> list[Hit]:
+        values = scores if scores is not None else scores_row[rows]
+        return [self._hit(int(r), float(s)) for r, s in zip(rows, values, strict=True)]
+
+    def _hit(self, row: int, score: float) -> Hit:
+        record = self.meta.iloc[row]
+        attrs = {k: str(record[k]) for k in self.attributes()}
+        return Hit(str(record["id"]), score, str(record["caption"]), str(record["path"]), attrs)
+
+    def vectors(self, ids: Sequence[str], vector_field: VectorField) -> np.ndarray:
+        rows = [self._row[i] for i in ids]
+        return self._matrix[vector_field][rows]
+
+    def get(self, ids: Sequence[str]) -> list[Hit]:
+        return [self._hit(self._row[i], 0.0) for i in ids if i in self._row]
+
+    def facets(self, limit: int = 200) -> dict[str, list[str]]:
+        out = {}
+        for name in self.attributes():
+            values = self.meta[name].astype(str).unique()
+            if 1 < len(values) <= limit:
+                out[name] = sorted(values)
+        return out
+
+    def close(self) -> None:
+        self._faiss.clear()

@@ -1,0 +1,270 @@
+"""Milvus back end: a Milvus Lite file by default, or any Milvus server / cluster by URI (same code).
+
+Collection: ``pk`` VARCHAR primary; ``image_embedding`` and ``text_embedding`` FLOAT_VECTOR(dim), metric IP
+on normalised vectors; a VARCHAR field per catalogue attribute (caption, path, gender, ...); the model
+identity and attribute list in the collection's properties (and a readable description).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fashion_retrieval.errors import StoreError
+from fashion_retrieval.store.base import (
+    FIELD_NAME,
+    Filters,
+    Hit,
+    VectorField,
+    milvus_filter,
+    milvus_literal,
+    validate_filters,
+)
+
+DEFAULT_DB = "fashion.db"
+DEFAULT_COLLECTION = "fashion_items"
+VECTOR_FIELDS = {"image": "image_embedding", "text": "text_embedding"}
+MODEL_PROPERTY = "fashion_retrieval.model"
+ATTRIBUTES_PROPERTY = "fashion_retrieval.attributes"
+RESERVED = {"pk", *VECTOR_FIELDS.values()}
+LONG_TEXT = 65_535
+ATTRIBUTE_LENGTH = 4_096
+
+
+@dataclass(frozen=True)
+class MilvusTarget:
+    """Where the collection lives: a Milvus Lite file (``db``) or a server (``uri`` + ``token``)."""
+
+    db: str | None = DEFAULT_DB
+    uri: str | None = None
+    token: str | None = None
+    collection: str = DEFAULT_COLLECTION
+    index_type: str = "HNSW"
+
+    @property
+    def address(self) -> str:
+        return self.uri or str(Path(self.db or DEFAULT_DB).expanduser().resolve())
+
+    @property
+    def is_lite(self) -> bool:
+        return self.uri is None
+
+
+def _client(target: MilvusTarget):
+    from pymilvus import MilvusClient
+
+    try:
+        if target.is_lite:
+            return MilvusClient(target.address)
+        return MilvusClient(uri=target.uri, token=target.token or "", timeout=10)
+    except Exception as exc:  # pymilvus raises MilvusException or plain errors for a bad address
+        hint = (
+            " Milvus Lite serves one process at a time: stop the other one (e.g. a running `serve`), or run "
+            "`milvus-lite server --data-dir DIR --port 19530` and use --uri http://127.0.0.1:19530."
+            if target.is_lite
+            else " Check that the server runs and the --uri and --token are right."
+        )
+        raise StoreError(f"cannot open Milvus at {target.address}: {str(exc).splitlines()[0][:200]}.{hint}") from exc
+
+
+class MilvusStore:
+    def __init__(self, target: MilvusTarget, *, must_exist: bool = True) -> None:
+        self.target = target
+        self.client = _client(target)
+        self.collection = target.collection
+        self.description = (
+            f"Milvus {'Lite file' if target.is_lite else 'server'} {target.address}, collection {target.collection}"
+        )
+        self._attributes: list[str] | None = None
+        self._facets: dict[str, list[str]] | None = None
+        if must_exist:
+            self.require()
+
+    # -- schema ------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return bool(self.client.has_collection(self.collection))
+
+    def require(self) -> None:
+        if not self.exists():
+            raise StoreError(
+                f"{self.description} does not exist: create it with `fashion-retrieval index EMBEDDINGS_DIR`"
+            )
+        state = self.client.get_load_state(self.collection).get("state")
+        if "Loaded" not in str(state):
+            self.client.load_collection(self.collection)
+
+    def create(self, dim: int, attributes: Sequence[str], identity: dict, has_text: bool = True) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        bad = [a for a in attributes if not FIELD_NAME.match(a) or a in RESERVED]
+        if bad:
+            raise StoreError(
+                f"attribute name(s) {', '.join(bad)} cannot be Milvus fields: rename those columns "
+                "to letters, digits and underscores (not pk/image_embedding/text_embedding)"
+            )
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=1024)
+        schema.add_field("image_embedding", DataType.FLOAT_VECTOR, dim=dim)
+        if has_text:
+            schema.add_field("text_embedding", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("caption", DataType.VARCHAR, max_length=LONG_TEXT)
+        schema.add_field("path", DataType.VARCHAR, max_length=LONG_TEXT)
+        for name in attributes:
+            schema.add_field(name, DataType.VARCHAR, max_length=ATTRIBUTE_LENGTH)
+        index = self.client.prepare_index_params()
+        params = {"M": 16, "efConstruction": 200} if self.target.index_type.startswith("HNSW") else {}
+        for field in ["image_embedding"] + (["text_embedding"] if has_text else []):
+            index.add_index(field, index_type=self.target.index_type, metric_type="IP", params=params)
+        description = f"fashion-retrieval items; model {identity.get('key')} ({identity.get('base')})"
+        self.client.create_collection(self.collection, schema=schema, index_params=index, description=description)
+        self.client.alter_collection_properties(
+            self.collection,
+            properties={MODEL_PROPERTY: json.dumps(identity), ATTRIBUTES_PROPERTY: json.dumps(list(attributes))},
+        )
+        self.client.load_collection(self.collection)
+        self._attributes = list(attributes)
+
+    def drop(self) -> bool:
+        if not self.exists():
+            return False
+        self.client.drop_collection(self.collection)
+        return True
+
+    def describe(self) -> dict:
+        from pymilvus import DataType
+
+        info = self.client.describe_collection(self.collection)
+        fields = [{"name": f["name"], "type": DataType(f["type"]).name, **f.get("params", {})} for f in info["fields"]]
+        indexes = {}
+        for field in VECTOR_FIELDS.values():
+            names = self.client.list_indexes(self.collection, field_name=field)
+            if names:
+                desc = self.client.describe_index(self.collection, names[0])
+                indexes[field] = {k: desc.get(k) for k in ("index_type", "metric_type")}
+        return {
+            "address": self.target.address,
+            "collection": self.collection,
+            "count": self.count(),
+            "fields": fields,
+            "indexes": indexes,
+            "model": self.identity(),
+            "attributes": self.attributes(),
+        }
+
+    def _properties(self) -> dict:
+        return dict(self.client.describe_collection(self.collection).get("properties") or {})
+
+    def identity(self) -> dict | None:
+        raw = self._properties().get(MODEL_PROPERTY)
+        return json.loads(raw) if raw else None
+
+    def attributes(self) -> list[str]:
+        if self._attributes is None:
+            raw = self._properties().get(ATTRIBUTES_PROPERTY)
+            self._attributes = json.loads(raw) if raw else []
+        return self._attributes
+
+    def has_field(self, vector_field: VectorField) -> bool:
+        names = {f["name"] for f in self.client.describe_collection(self.collection)["fields"]}
+        return VECTOR_FIELDS[vector_field] in names
+
+    # -- data --------------------------------------------------------------------------------
+    def count(self) -> int:
+        result = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(result[0]["count(*)"])
+
+    def upsert(self, rows: list[dict]) -> int:
+        self._facets = None
+        return int(self.client.upsert(self.collection, rows).get("upsert_count", len(rows)))
+
+    def delete(self, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        self._facets = None
+        result = self.client.delete(self.collection, ids=list(ids))
+        return len(result) if isinstance(result, list) else int(result.get("delete_count", len(ids)))
+
+    def all_ids(self, batch_size: int = 5000) -> list[str]:
+        iterator = self.client.query_iterator(self.collection, batch_size=batch_size, filter="", output_fields=["pk"])
+        ids: list[str] = []
+        try:
+            while batch := iterator.next():
+                ids.extend(row["pk"] for row in batch)
+        finally:
+            iterator.close()
+        return ids
+
+    # -- search ------------------------------------------------------------------------------
+    def _output_fields(self) -> list[str]:
+        return ["caption", "path", *self.attributes()]
+
+    def _hit(self, pk: str, score: float, entity: dict) -> Hit:
+        attrs = {k: entity.get(k, "") for k in self.attributes()}
+        return Hit(str(pk), float(score), entity.get("caption", ""), entity.get("path", ""), attrs)
+
+    def _expression(self, filters: Filters | None) -> str:
+        clean = validate_filters(filters, [*self.attributes(), "id"])
+        return milvus_filter(clean, {**{a: a for a in self.attributes()}, "id": "pk"})
+
+    def search(
+        self, queries: np.ndarray, vector_field: VectorField, top_k: int, filters: Filters | None = None
+    ) -> list[list[Hit]]:
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if not self.has_field(vector_field):
+            raise StoreError(f"{self.description} has no {vector_field} embeddings")
+        params = {"metric_type": "IP", "params": {"ef": max(64, top_k)}}
+        results = self.client.search(
+            self.collection,
+            data=queries.tolist(),
+            anns_field=VECTOR_FIELDS[vector_field],
+            limit=top_k,
+            filter=self._expression(filters),
+            output_fields=self._output_fields(),
+            search_params=params,
+        )
+        return [
+            [self._hit(h["pk"] if "pk" in h else h["id"], h["distance"], h["entity"]) for h in hits] for hits in results
+        ]
+
+    def _query_ids(self, ids: Sequence[str], fields: list[str]) -> dict[str, dict]:
+        found: dict[str, dict] = {}
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            expr = f"pk in [{', '.join(milvus_literal(i) for i in chunk)}]"
+            for row in self.client.query(self.collection, filter=expr, output_fields=fields):
+                found[str(row["pk"])] = row
+        return found
+
+    def vectors(self, ids: Sequence[str], vector_field: VectorField) -> np.ndarray:
+        field = VECTOR_FIELDS[vector_field]
+        found = self._query_ids(list(ids), [field])
+        return np.asarray([found[i][field] for i in ids], dtype=np.float32)
+
+    def get(self, ids: Sequence[str]) -> list[Hit]:
+        found = self._query_ids(list(ids), self._output_fields())
+        return [self._hit(i, 0.0, found[i]) for i in ids if i in found]
+
+    def facets(self, limit: int = 200) -> dict[str, list[str]]:
+        if self._facets is None:
+            values: dict[str, set[str]] = {a: set() for a in self.attributes()}
+            if values:
+                iterator = self.client.query_iterator(
+                    self.collection, batch_size=5000, filter="", output_fields=list(values)
+                )
+                try:
+                    while batch := iterator.next():
+                        for row in batch:
+                            for name, seen in values.items():
+                                if len(seen) <= limit:
+                                    seen.add(str(row.get(name, "")))
+                finally:
+                    iterator.close()
+            self._facets = {k: sorted(v) for k, v in values.items() if 1 < len(v) <= limit}
+        return self._facets
+
+    def close(self) -> None:
+        self.client.close()

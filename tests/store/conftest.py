@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fashion_retrieval import FashionEmbeddingModel
+from fashion_retrieval.config import EmbedConfig, ModelConfig
+from fashion_retrieval.data.synthetic import make_catalog
+from fashion_retrieval.pipeline.embed import embed_catalog
+
+
+@pytest.fixture(scope="session")
+def store_catalog(tmp_path_factory) -> Path:
+    return make_catalog(tmp_path_factory.mktemp("store_cat"), n=48, seed=4, image_size=48)
+
+
+@pytest.fixture(scope="session")
+def store_encoder(tiny_base):
+    return FashionEmbeddingModel(None, tiny_base, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def embeddings_dir(tmp_path_factory, store_catalog, tiny_base, store_encoder) -> Path:
+    out = tmp_path_factory.mktemp("store_emb") / "emb"
+    config = EmbedConfig(str(store_catalog), ModelConfig(str(tiny_base), device="cpu"), out=str(out), workers=0)
+    embed_catalog(config, encoder=store_encoder, progress=False)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """A real `milvus-lite server` on a loopback port: the gRPC protocol of a Milvus cluster."""
+    port = free_port()
+    data = tmp_path_factory.mktemp("milvus_server")
+    exe = Path(sys.executable).with_name("milvus-lite")
+    process = subprocess.Popen(
+        [str(exe), "server", "--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("milvus-lite server did not start")
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=20)

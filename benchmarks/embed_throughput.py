@@ -78,7 +78,9 @@ def main() -> None:
     encoder.encode_batch_texts(captions[:4])
 
     # (c) ceiling: the bare forward on ready tensors, same batch size
-    pixels = torch.from_numpy(np.stack([encoder.preprocess(Image.open(p).convert("RGB")) for p in paths[: args.batch_size]]))
+    pixels = torch.from_numpy(
+        np.stack([encoder.preprocess(Image.open(p).convert("RGB")) for p in paths[: args.batch_size]])
+    )
     pixels = pixels.to(device, dtype=encoder.loaded.dtype)
     batches = max(1, args.images // args.batch_size)
     sync(device)
@@ -119,29 +121,53 @@ def main() -> None:
     loop_captions = loop_caps / (time.perf_counter() - start)
 
     # (a) the pipeline, images (the whole catalogue's images) and captions
-    config = EmbedConfig(catalog=str(catalog), model=ModelConfig(str(base), device=str(device)),
-                         out=str(work / "out"), batch_size=args.batch_size, text_batch_size=args.text_batch_size,
-                         workers=args.workers, limit=args.images, shard_size=max(args.images, 1))
+    config = EmbedConfig(
+        catalog=str(catalog),
+        model=ModelConfig(str(base), device=str(device)),
+        out=str(work / "out"),
+        batch_size=args.batch_size,
+        text_batch_size=args.text_batch_size,
+        workers=args.workers,
+        limit=args.images,
+        shard_size=max(args.images, 1),
+    )
     summary = embed_catalog(config, encoder=encoder, progress=False)
     pipe_images = summary["images_per_second"]
     start = time.perf_counter()
     encoder.encode_batch_texts(captions[: args.captions], batch_size=args.text_batch_size)
     pipe_captions = args.captions / (time.perf_counter() - start)
 
-    write_result(args.name, {
-        "command": "python benchmarks/embed_throughput.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "name") + f" --name {args.name}",
-        "model": "BLIP-base-sized BlipForImageTextRetrieval, random weights, 384 px",
-        "device": str(device), "dtype": str(encoder.loaded.dtype),
-        "images": args.images, "captions": args.captions, "batch_size": args.batch_size, "workers": args.workers,
-        "images_per_second": {"pipeline": pipe_images, "loop": round(loop_images, 3), "ceiling": round(ceiling_images, 3)},
-        "captions_per_second": {"pipeline": round(pipe_captions, 3), "loop": round(loop_captions, 3),
-                                "ceiling": round(ceiling_captions, 3)},
-        "ratios": {"pipeline_vs_ceiling_images": round(pipe_images / ceiling_images, 3),
-                   "pipeline_vs_loop_images": round(pipe_images / loop_images, 3),
-                   "pipeline_vs_loop_captions": round(pipe_captions / loop_captions, 3)},
-        "pipeline_stage_seconds": summary["stage_seconds"],
-    })
+    write_result(
+        args.name,
+        {
+            "command": "python benchmarks/embed_throughput.py "
+            + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "name")
+            + f" --name {args.name}",
+            "model": "BLIP-base-sized BlipForImageTextRetrieval, random weights, 384 px",
+            "device": str(device),
+            "dtype": str(encoder.loaded.dtype),
+            "images": args.images,
+            "captions": args.captions,
+            "batch_size": args.batch_size,
+            "workers": args.workers,
+            "images_per_second": {
+                "pipeline": pipe_images,
+                "loop": round(loop_images, 3),
+                "ceiling": round(ceiling_images, 3),
+            },
+            "captions_per_second": {
+                "pipeline": round(pipe_captions, 3),
+                "loop": round(loop_captions, 3),
+                "ceiling": round(ceiling_captions, 3),
+            },
+            "ratios": {
+                "pipeline_vs_ceiling_images": round(pipe_images / ceiling_images, 3),
+                "pipeline_vs_loop_images": round(pipe_images / loop_images, 3),
+                "pipeline_vs_loop_captions": round(pipe_captions / loop_captions, 3),
+            },
+            "pipeline_stage_seconds": summary["stage_seconds"],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@ from __future__ import annotations
 import json
 
 import torch
-from typer.testing import CliRunner
 from transformers import BlipForImageTextRetrieval
+from typer.testing import CliRunner
 
 from fashion_retrieval.cli import app
 from tests.helpers import wrap_original

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from fashion_retrieval.config import EmbedConfig, ModelConfig
+from fashion_retrieval.config import EmbedConfig, ModelConfig, auto_batch_sizes
 from fashion_retrieval.data.records import Catalog, ColumnMap, read_catalog
 from fashion_retrieval.errors import FashionRetrievalError
 from fashion_retrieval.model.encoder import FashionEmbeddingModel
@@ -87,6 +88,10 @@ def embed_catalog(config: EmbedConfig, *, encoder: FashionEmbeddingModel | None 
     if encoder is None:
         m = config.model
         encoder = FashionEmbeddingModel(m.checkpoint, m.base, m.device, lora_alpha=m.lora_alpha, dtype=m.dtype)
+    image_batch, text_batch = auto_batch_sizes(encoder.device.type)
+    config = replace(
+        config, batch_size=config.batch_size or image_batch, text_batch_size=config.text_batch_size or text_batch
+    )
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     store = ShardStore(out)

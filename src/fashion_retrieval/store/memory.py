@@ -121,7 +121,7 @@ class MemoryStore:
         out = {}
         for name in self.attributes():
             values = self.meta[name].astype(str).unique()
-            if 1 < len(values) <= limit:
+            if 1 < len(values) <= limit and len(values) < len(self.meta):  # ids are not facets
                 out[name] = sorted(values)
         return out
 

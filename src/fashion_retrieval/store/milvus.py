@@ -251,19 +251,22 @@ class MilvusStore:
     def facets(self, limit: int = 200) -> dict[str, list[str]]:
         if self._facets is None:
             values: dict[str, set[str]] = {a: set() for a in self.attributes()}
+            rows = 0
             if values:
                 iterator = self.client.query_iterator(
                     self.collection, batch_size=5000, filter="", output_fields=list(values)
                 )
                 try:
                     while batch := iterator.next():
+                        rows += len(batch)
                         for row in batch:
                             for name, seen in values.items():
                                 if len(seen) <= limit:
                                     seen.add(str(row.get(name, "")))
                 finally:
                     iterator.close()
-            self._facets = {k: sorted(v) for k, v in values.items() if 1 < len(v) <= limit}
+            # a field whose every value is unique (an id) is not a facet
+            self._facets = {k: sorted(v) for k, v in values.items() if 1 < len(v) <= limit and len(v) < rows}
         return self._facets
 
     def close(self) -> None:

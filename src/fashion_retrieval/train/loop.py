@@ -1,0 +1,321 @@
+"""``fashion-retrieval train``: LoRA (PEFT) or full fine-tuning of BLIP retrieval; the best epoch is kept.
+
+Outputs mirror the original toolkit: OUT/model_weights/best_model.pth (original checkpoint format),
+OUT/adapter/ (PEFT folder; OUT/model/ for --full), metrics.json, train_config.json, curves.png.
+Interrupted runs resume from the last finished epoch (OUT/state/last.pt).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from fashion_retrieval.data.images import ImagePreprocessor
+from fashion_retrieval.data.records import ColumnMap, read_catalog
+from fashion_retrieval.errors import FashionRetrievalError
+from fashion_retrieval.evaluate.metrics import recall_report
+from fashion_retrieval.model.loading import load_model, max_text_length
+from fashion_retrieval.pipeline.writer import atomic_save, atomic_write_bytes
+from fashion_retrieval.train import checkpoints
+from fashion_retrieval.train.data import PairDataset
+from fashion_retrieval.train.losses import contrastive_loss, itm_loss, soft_targets
+
+DEFAULT_TARGETS = ("query", "value", "vision_proj", "text_proj")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    catalog: str
+    base: str
+    out: str
+    checkpoint: str | None = None
+    images_dir: str | None = None
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.05
+    lora_r: int = 16
+    lora_alpha: float = 32.0
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+    val_fraction: float = 0.1
+    device: str = "auto"
+    seed: int = 0
+    grad_accum: int = 1
+    full: bool = False
+    itm: bool = False
+    max_seconds: float | None = None
+    match_attributes: tuple[str, ...] = ()
+    partial_attributes: tuple[str, ...] = ()
+    workers: int = 0
+    limit: int | None = None
+    ks: tuple[int, ...] = field(default=(1, 5, 10))
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError("--val-fraction must be in [0, 1)")
+        if self.epochs < 1 or self.batch_size < 2 or self.grad_accum < 1:
+            raise ValueError("--epochs >= 1, --batch-size >= 2 (contrastive needs pairs), --grad-accum >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _lr_factor(progress: float, warmup: float) -> float:
+    """Linear warm-up, then cosine decay to zero, over training progress in [0, 1]."""
+    if warmup > 0 and progress < warmup:
+        return progress / warmup
+    span = max(1e-8, 1.0 - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - warmup) / span)))
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.out = Path(config.out)
+        torch.manual_seed(config.seed)
+        catalog = read_catalog(config.catalog, images_dir=config.images_dir, columns=ColumnMap()).head(config.limit)
+        missing = [a for a in (*config.match_attributes, *config.partial_attributes) if a not in catalog.attributes]
+        if missing:
+            raise FashionRetrievalError(
+                f"attribute(s) {', '.join(missing)} not in the catalogue; it has {', '.join(catalog.attributes)}"
+            )
+        rng = np.random.default_rng(config.seed)
+        order = rng.permutation(len(catalog))
+        n_val = int(round(len(catalog) * config.val_fraction))
+        if len(catalog) - n_val < config.batch_size:
+            raise FashionRetrievalError(
+                f"{len(catalog) - n_val} training items is fewer than one batch of {config.batch_size}"
+            )
+        self.val_rows, self.train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
+        loaded = load_model(
+            config.base, config.checkpoint, lora_alpha=config.lora_alpha, device=config.device, dtype="fp32"
+        )
+        self.device, self.processor = loaded.device, loaded.processor
+        self.max_len = max_text_length(loaded.processor, loaded.model)
+        self.blip = loaded.model
+        if config.full:
+            self.model = self.blip
+        else:
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(
+                r=config.lora_r,
+                lora_alpha=config.lora_alpha,
+                target_modules=list(config.targets),
+                lora_dropout=0.0,
+                bias="none",
+            )
+            self.model = get_peft_model(self.blip, lora)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07), device=self.device))
+        params = [p for p in self.model.parameters() if p.requires_grad] + [self.logit_scale]
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        preprocess = ImagePreprocessor.from_processor(loaded.processor)
+        full_keys, partial_keys = list(config.match_attributes), list(config.partial_attributes)
+        self.train_set = PairDataset(catalog, self.train_rows, preprocess, full_keys, partial_keys)
+        self.val_set = PairDataset(catalog, self.val_rows, preprocess, [], []) if n_val else None
+        self.amp = self.device.type == "cuda"
+        self.history: list[dict] = []
+        self.best: float = -1.0
+        self.start_epoch, self.step, self.elapsed = 0, 0, 0.0
+
+    # -- state ---------------------------------------------------------------------------------
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        names = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items() if k in names}
+
+    def _config_key(self) -> str:
+        keep = {k: v for k, v in self.config.to_dict().items() if k not in ("epochs", "max_seconds", "workers")}
+        return json.dumps(keep, sort_keys=True, default=str)
+
+    def save_state(self, epoch: int) -> None:
+        (self.out / "state").mkdir(parents=True, exist_ok=True)
+        state = {
+            "epoch": epoch,
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "best": self.best,
+            "history": json.dumps(self.history),
+            "config": self._config_key(),
+            "trainable": self._trainable_state(),
+            "logit_scale": self.logit_scale.detach().cpu(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        atomic_save(self.out / "state" / "last.pt", lambda handle: torch.save(state, handle))
+
+    def try_resume(self) -> bool:
+        path = self.out / "state" / "last.pt"
+        if not path.is_file():
+            return False
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state["config"] != self._config_key():
+            raise FashionRetrievalError(f"{self.out} holds a training run with other settings: use another --out")
+        self.model.load_state_dict(state["trainable"], strict=False)
+        with torch.no_grad():
+            self.logit_scale.copy_(state["logit_scale"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_epoch, self.step, self.elapsed = state["epoch"] + 1, state["step"], state["elapsed"]
+        self.best, self.history = state["best"], json.loads(state["history"])
+        return True
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _tokens(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        tokens = self.processor.tokenizer(
+            captions, padding=True, truncation=True, max_length=self.max_len, return_tensors="pt"
+        )
+        return {k: tokens[k].to(self.device) for k in ("input_ids", "attention_mask")}
+
+    def _loss(self, batch: dict) -> torch.Tensor:
+        blip = self.blip
+        tokens = self._tokens(batch["captions"])
+        pixels = batch["pixels"].to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            image_hidden = blip.vision_model(pixel_values=pixels).last_hidden_state
+            image = F.normalize(blip.vision_proj(image_hidden[:, 0, :]).float(), dim=-1)
+            text_hidden = blip.text_encoder(**tokens).last_hidden_state
+            text = F.normalize(blip.text_proj(text_hidden[:, 0, :]).float(), dim=-1)
+            targets = None
+            if batch["full"] is not None:
+                targets = soft_targets(batch["full"], batch["partial"])
+            loss = contrastive_loss(image, text, self.logit_scale, targets)
+            if self.config.itm:
+                loss = loss + itm_loss(
+                    blip, image_hidden, tokens["input_ids"], tokens["attention_mask"], (image @ text.t()).detach()
+                )
+        return loss
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        if self.val_set is None:
+            return {}
+        self.model.eval()
+        images, texts = [], []
+        for start in range(0, len(self.val_set), 64):
+            rows = list(range(start, min(start + 64, len(self.val_set))))
+            batch = self.val_set.collate([self.val_set[i] for i in rows])
+            pixels = batch["pixels"].to(self.device)
+            hidden = self.blip.vision_model(pixel_values=pixels).last_hidden_state
+            images.append(F.normalize(self.blip.vision_proj(hidden[:, 0, :]).float(), dim=-1).cpu().numpy())
+            tokens = self._tokens(batch["captions"])
+            text_hidden = self.blip.text_encoder(**tokens).last_hidden_state
+            texts.append(F.normalize(self.blip.text_proj(text_hidden[:, 0, :]).float(), dim=-1).cpu().numpy())
+        self.model.train()
+        report = recall_report(np.concatenate(images), np.concatenate(texts), self.val_set.ids, self.config.ks)
+        return {
+            f"{d}_{m}": v
+            for d in ("text_to_image", "image_to_text")
+            for m, v in report[d].items()
+            if m.startswith("recall@") or m == "mrr"
+        }
+
+    def save_best(self) -> None:
+        weights = self.out / "model_weights"
+        weights.mkdir(parents=True, exist_ok=True)
+        if self.config.full:
+            state = checkpoints.original_format_from_plain(self.blip, self.config.targets, self.config.lora_r)
+            self.blip.save_pretrained(self.out / "model")
+            self.processor.save_pretrained(self.out / "model")
+        else:
+            state = checkpoints.original_format_from_peft(self.blip)
+            self.model.save_pretrained(self.out / "adapter")
+        atomic_save(weights / "best_model.pth", lambda handle: torch.save(state, handle))
+
+    def run(self, progress: bool = True) -> dict:
+        from tqdm.auto import tqdm
+
+        config = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.out / "train_config.json", json.dumps(config.to_dict(), indent=2).encode())
+        resumed = self.try_resume()
+        loader = DataLoader(
+            self.train_set,
+            batch_size=config.batch_size,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=self.train_set.collate,
+            num_workers=config.workers,
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+        steps_per_epoch = max(1, len(loader) // config.grad_accum)
+        total_steps = steps_per_epoch * config.epochs
+        self.model.train()
+        stop = False
+        for epoch in range(self.start_epoch, config.epochs):
+            torch.manual_seed(config.seed + epoch)  # the same shuffles whether resumed or not
+            loader.generator.manual_seed(config.seed + epoch)
+            epoch_start, losses = time.perf_counter(), []
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+            for index, batch in enumerate(bar):
+                loss = self._loss(batch) / config.grad_accum
+                loss.backward()
+                losses.append(float(loss) * config.grad_accum)
+                if (index + 1) % config.grad_accum:
+                    continue
+                progress_now = self.step / total_steps
+                if config.max_seconds:
+                    progress_now = max(
+                        progress_now, (self.elapsed + time.perf_counter() - epoch_start) / config.max_seconds
+                    )
+                for group in self.optimizer.param_groups:
+                    group["lr"] = config.lr * _lr_factor(progress_now, config.warmup)
+                torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], 5.0)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.1e}")
+                if progress_now >= 1.0:
+                    stop = True
+                    break
+            self.elapsed += time.perf_counter() - epoch_start
+            metrics = {
+                "epoch": epoch + 1,
+                "loss": float(np.mean(losses)) if losses else float("nan"),
+                "seconds": round(self.elapsed, 2),
+                **self.validate(),
+            }
+            recalls = [v for k, v in metrics.items() if "recall@" in k]
+            score = float(np.mean(recalls)) if recalls else -metrics["loss"]
+            metrics["selection_score"] = score
+            improved = score > self.best
+            if improved:
+                self.best = score
+                self.save_best()
+            metrics["best"] = improved
+            self.history.append(metrics)
+            self.save_state(epoch)
+            if progress:
+                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
+                tqdm.write(f"epoch {epoch + 1}: {shown}")
+            if stop:
+                break
+        best = max(self.history, key=lambda m: m["selection_score"]) if self.history else {}
+        summary = {
+            "out": str(self.out),
+            "resumed": resumed,
+            "epochs_run": len(self.history),
+            "best_epoch": best.get("epoch"),
+            "best": best,
+            "history": self.history,
+            "train_items": len(self.train_set),
+            "val_items": len(self.val_set) if self.val_set else 0,
+            "seconds": round(self.elapsed, 2),
+            "checkpoint": str(self.out / "model_weights" / "best_model.pth"),
+        }
+        atomic_write_bytes(self.out / "metrics.json", json.dumps(summary, indent=2).encode())
+        from fashion_retrieval.train.curves import plot_curves
+
+        plot_curves(self.history, self.out / "curves.png")
+        return summary
+
+
+def train(config: TrainConfig, *, progress: bool = True) -> dict:
+    """Fine-tune as ``config`` says; returns the summary also written to OUT/metrics.json."""
+    return Trainer(config).run(progress=progress)

@@ -23,7 +23,7 @@ _EXPORTS = {
     "open_store": "fashion_retrieval.store",
     "Searcher": "fashion_retrieval.search.searcher",
     "create_app": "fashion_retrieval.serve.app",
-    "evaluate_embeddings": "fashion_retrieval.evaluate.metrics",
+    "evaluate_embeddings": "fashion_retrieval.evaluate.evaluate",
     "train": "fashion_retrieval.train.loop",
     "FashionRetrievalError": "fashion_retrieval.errors",
 }

@@ -37,8 +37,9 @@ def test_health_facets_items(client, embeddings_dir):
 
 
 def test_text_search_with_filters(client):
-    response = client.post("/api/search/text", json={"query": "a red dress", "top_k": 5,
-                                                     "filters": {"gender": ["WOMEN"]}})
+    response = client.post(
+        "/api/search/text", json={"query": "a red dress", "top_k": 5, "filters": {"gender": ["WOMEN"]}}
+    )
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert len(results) == 5 and all(r["attributes"]["gender"] == "WOMEN" for r in results)
@@ -52,17 +53,24 @@ def test_text_search_with_filters(client):
 def test_image_and_hybrid_search(client, embeddings_dir):
     data = _image_bytes(embeddings_dir, row=7)
     own_id = load_embeddings(embeddings_dir).metadata["id"][7]
-    response = client.post("/api/search/image", files={"image": ("q.jpg", data, "image/jpeg")},
-                           data={"top_k": "4"})
+    response = client.post("/api/search/image", files={"image": ("q.jpg", data, "image/jpeg")}, data={"top_k": "4"})
     assert response.status_code == 200, response.text
     assert response.json()["results"][0]["id"] == own_id
-    hybrid = client.post("/api/search/hybrid", files={"image": ("q.jpg", data, "image/jpeg")},
-                         data={"text": "a blue shirt", "alpha": "0.0", "top_k": "4",
-                               "filters": json.dumps({"gender": ["MEN", "WOMEN"]})})
+    hybrid = client.post(
+        "/api/search/hybrid",
+        files={"image": ("q.jpg", data, "image/jpeg")},
+        data={
+            "text": "a blue shirt",
+            "alpha": "0.0",
+            "top_k": "4",
+            "filters": json.dumps({"gender": ["MEN", "WOMEN"]}),
+        },
+    )
     assert hybrid.status_code == 200, hybrid.text
     assert [r["id"] for r in hybrid.json()["results"]] == [r["id"] for r in response.json()["results"]]
-    captions = client.post("/api/search/image", files={"image": ("q.jpg", data, "image/jpeg")},
-                           data={"top_k": "3", "against": "text"})
+    captions = client.post(
+        "/api/search/image", files={"image": ("q.jpg", data, "image/jpeg")}, data={"top_k": "3", "against": "text"}
+    )
     assert captions.status_code == 200 and len(captions.json()["results"]) == 3
 
 
@@ -114,8 +122,9 @@ def test_bad_text_queries(client, body, status, message):
 def test_malformed_json_and_hybrid_needs_text(client):
     response = client.post("/api/search/text", content=b"{bad json", headers={"Content-Type": "application/json"})
     assert response.status_code == 422
-    response = client.post("/api/search/hybrid", files={"image": ("q.jpg", jpeg_bytes(), "image/jpeg")},
-                           data={"text": "", "alpha": "2"})
+    response = client.post(
+        "/api/search/hybrid", files={"image": ("q.jpg", jpeg_bytes(), "image/jpeg")}, data={"text": "", "alpha": "2"}
+    )
     assert response.status_code == 422
 
 
@@ -146,8 +155,22 @@ def test_api_key_and_cors(embeddings_dir, store_encoder):
 def test_real_server_over_http(embeddings_dir, tmp_path):
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "fashion_retrieval", "serve", "--embeddings", str(embeddings_dir), "--port", str(port),
-         "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "fashion_retrieval",
+            "serve",
+            "--embeddings",
+            str(embeddings_dir),
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline, health = time.time() + 60, None
         while time.time() < deadline:

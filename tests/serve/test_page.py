@@ -17,8 +17,16 @@ from tests.store.conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
 
 pytestmark = pytest.mark.browser
 
@@ -33,9 +41,22 @@ def launch_chromium(playwright):
 @pytest.fixture(scope="module")
 def server(embeddings_dir):
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "fashion_retrieval", "serve", "--embeddings",
-                                str(embeddings_dir), "--port", str(port), "--device", "cpu"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fashion_retrieval",
+            "serve",
+            "--embeddings",
+            str(embeddings_dir),
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -57,8 +78,9 @@ def test_page_text_image_and_hybrid_search(server, embeddings_dir, tmp_path):
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     meta = load_embeddings(embeddings_dir).metadata
-    expected = httpx.post(f"{server}/api/search/text", json={"query": "a red dress", "top_k": 12,
-                                                             "filters": {"gender": ["WOMEN"]}}).json()["results"]
+    expected = httpx.post(
+        f"{server}/api/search/text", json={"query": "a red dress", "top_k": 12, "filters": {"gender": ["WOMEN"]}}
+    ).json()["results"]
     with sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1200, "height": 900})

@@ -228,7 +228,9 @@ class Trainer:
             self.model.save_pretrained(self.out / "adapter")
         atomic_save(weights / "best_model.pth", lambda handle: torch.save(state, handle))
 
-    def run(self, progress: bool = True) -> dict:
+    def run(self, progress: bool = True, *, epochs_this_run: int | None = None) -> dict:
+        """Train to ``config.epochs`` (resuming if OUT holds a run); ``epochs_this_run`` stops early, as an
+        interruption would, e.g. for jobs in time slices."""
         from tqdm.auto import tqdm
 
         config = self.config
@@ -247,30 +249,30 @@ class Trainer:
         steps_per_epoch = max(1, len(loader) // config.grad_accum)
         total_steps = steps_per_epoch * config.epochs
         self.model.train()
-        stop = False
+        stop, done_before = False, list(self.history)
+        # One bar for the run; with a time budget its length is the step count the budget allows at most.
+        bar = tqdm(total=total_steps, initial=self.step, desc="training", unit="step", disable=not progress)
         for epoch in range(self.start_epoch, config.epochs):
             torch.manual_seed(config.seed + epoch)  # the same shuffles whether resumed or not
             loader.generator.manual_seed(config.seed + epoch)
             epoch_start, losses = time.perf_counter(), []
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
-            for index, batch in enumerate(bar):
+            for index, batch in enumerate(loader):
                 loss = self._loss(batch) / config.grad_accum
                 loss.backward()
-                losses.append(float(loss) * config.grad_accum)
+                losses.append(loss.item() * config.grad_accum)
                 if (index + 1) % config.grad_accum:
                     continue
                 progress_now = self.step / total_steps
                 if config.max_seconds:
-                    progress_now = max(
-                        progress_now, (self.elapsed + time.perf_counter() - epoch_start) / config.max_seconds
-                    )
+                    spent = self.elapsed + time.perf_counter() - epoch_start
+                    progress_now = max(progress_now, spent / config.max_seconds)
                 for group in self.optimizer.param_groups:
                     group["lr"] = config.lr * _lr_factor(progress_now, config.warmup)
                 torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], 5.0)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.1e}")
+                bar.update(1)
                 if progress_now >= 1.0:
                     stop = True
                     break
@@ -291,11 +293,16 @@ class Trainer:
             metrics["best"] = improved
             self.history.append(metrics)
             self.save_state(epoch)
-            if progress:
-                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
-                tqdm.write(f"epoch {epoch + 1}: {shown}")
-            if stop:
+            top_k = max(config.ks)
+            bar.set_postfix(
+                epoch=epoch + 1,
+                loss=f"{metrics['loss']:.3f}",
+                lr=f"{self.optimizer.param_groups[0]['lr']:.1e}",
+                **{f"val_R@{top_k}": f"{metrics.get(f'text_to_image_recall@{top_k}', float('nan')):.3f}"},
+            )
+            if stop or (epochs_this_run and len(self.history) - len(done_before) >= epochs_this_run):
                 break
+        bar.close()
         best = max(self.history, key=lambda m: m["selection_score"]) if self.history else {}
         summary = {
             "out": str(self.out),

@@ -487,3 +487,27 @@ def demo(
         checkpoint=None,
         device="cpu",
     )
+
+
+@app.command()
+@user_errors
+def report(
+    embeddings: Annotated[str, typer.Argument(help="An embeddings folder written by `embed`.")],
+    out: Annotated[str, typer.Option(help="The HTML file (its PNGs go beside it).")] = "report.html",
+    samples: Annotated[int, typer.Option(help="Sample queries shown with their top images.")] = 4,
+    duplicate_threshold: Annotated[
+        float, typer.Option(help="Cosine above which two images are near-duplicates.")
+    ] = 0.98,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write one self-contained HTML page analysing an embeddings folder (instead of a notebook)."""
+    from fashion_retrieval.evaluate.report import ReportConfig, write_report
+
+    summary = write_report(ReportConfig(embeddings, out, samples, duplicate_threshold), progress=not as_json)
+    if as_json:
+        print_json(summary)
+    else:
+        typer.echo(
+            f"wrote {summary['out']} ({summary['items']} items, modality gap {summary['modality_gap']:.3f}, "
+            f"{summary['near_duplicate_pairs']} near-duplicate pairs)"
+        )

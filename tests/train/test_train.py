@@ -80,8 +80,7 @@ def test_lora_training_writes_outputs_and_reloads_exactly(train_catalog, tiny_ba
 
 def test_resume_continues_where_it_stopped(train_catalog, tiny_base, tmp_path):
     straight = Trainer(_config(train_catalog, tiny_base, tmp_path / "a", epochs=2)).run(progress=False)
-    first = Trainer(_config(train_catalog, tiny_base, tmp_path / "b", epochs=2)).run(progress=False,
-                                                                                  epochs_this_run=1)
+    first = Trainer(_config(train_catalog, tiny_base, tmp_path / "b", epochs=2)).run(progress=False, epochs_this_run=1)
     assert not first["resumed"] and first["epochs_run"] == 1
     resumed = Trainer(_config(train_catalog, tiny_base, tmp_path / "b", epochs=2)).run(progress=False)
     assert resumed["resumed"] and resumed["epochs_run"] == 2

@@ -1,0 +1,69 @@
+"""`eval` and `report` on a real embeddings folder; the report opened in Chromium."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fashion_retrieval.cli import app
+from fashion_retrieval.evaluate.evaluate import EvalConfig, evaluate_embeddings
+from fashion_retrieval.evaluate.metrics import recall_report
+from fashion_retrieval.evaluate.report import ReportConfig, write_report
+from fashion_retrieval.pipeline.writer import load_embeddings
+from tests.serve.test_page import ARTIFACTS, launch_chromium
+from tests.store.conftest import embeddings_dir, store_catalog, store_encoder  # noqa: F401
+
+
+def test_eval_cli_json_matches_library(embeddings_dir):  # noqa: F811
+    result = CliRunner().invoke(app, ["eval", str(embeddings_dir), "--ks", "1,3,10", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report["text_to_image"]) == {"recall@1", "recall@3", "recall@10", "mrr", "median_rank", "mean_rank"}
+    data = load_embeddings(embeddings_dir)
+    direct = recall_report(data.image_embeddings, data.text_embeddings, data.metadata["id"].tolist(), (1, 3, 10))
+    assert report["text_to_image"] == pytest.approx(direct["text_to_image"])
+    assert report["queries"] == 48 and "gender" in report["breakdown_text_to_image"]
+    by_attr = evaluate_embeddings(EvalConfig(str(embeddings_dir), relevance="attributes:gender"))
+    assert by_attr["text_to_image"]["recall@10"] >= report["text_to_image"]["recall@10"]  # more items relevant
+    marqo = evaluate_embeddings(EvalConfig(str(embeddings_dir), protocol="marqo", queries=10, seed=1))
+    assert marqo["queries"] == 10 and marqo["gallery"] == 48
+    bad = CliRunner().invoke(app, ["eval", str(embeddings_dir), "--relevance", "attributes:fabric"])
+    assert bad.exit_code == 2 and "unknown attribute(s) fabric" in bad.output
+
+
+@pytest.mark.browser
+def test_report_has_every_section_and_renders(embeddings_dir, tmp_path):  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    out = tmp_path / "report" / "report.html"
+    summary = write_report(ReportConfig(str(embeddings_dir), str(out), duplicate_threshold=0.9), progress=False)
+    page_html = out.read_text()
+    for section in (
+        "Counts",
+        "Similarity of matched vs random",
+        "Embedding map",
+        "Modality gap",
+        "Recall@K per attribute",
+        "Sample queries",
+        "Near-duplicate images",
+    ):
+        assert section in page_html, section
+    for png in ("similarity.png", "embedding_map.png", "recall_by_attribute.png"):
+        assert (out.parent / png).stat().st_size > 1000
+    data = load_embeddings(embeddings_dir)
+    gap = np.linalg.norm(data.image_embeddings.mean(0) - data.text_embeddings.mean(0))
+    assert summary["modality_gap"] == pytest.approx(gap, abs=1e-5)
+    assert "src='data:image/png;base64," in page_html  # self-contained
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.goto(out.as_uri())
+        assert page.locator("img.plot").count() == 3
+        widths = page.locator("img.plot").evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
+        assert min(widths) > 100  # the inlined plots decoded
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        browser.close()

@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--index", default="AUTOINDEX")
     args = parser.parse_args()
     vectors, genders, types = make_vectors(args.rows, 256)
-    qs = queries(256, args.queries)
+    qs = queries(vectors, args.queries)
     exact = memory_store(vectors, genders, types, use_faiss=False)
     result = {"rows": args.rows, "dim": 256, "queries": args.queries, "numpy_exact": time_store(exact, qs)}
     start = time.perf_counter()

@@ -67,6 +67,7 @@ def index_embeddings(config: IndexConfig, *, progress: bool = True) -> dict:
         if config.delete_missing:
             stale = sorted(set(store.all_ids()) - set(meta["id"]))
             deleted = store.delete(stale)
+        store.flush()
         return {
             "collection": config.target.collection,
             "address": config.target.address,

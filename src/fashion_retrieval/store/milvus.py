@@ -188,6 +188,11 @@ class MilvusStore:
         result = self.client.delete(self.collection, ids=list(ids))
         return len(result) if isinstance(result, list) else int(result.get("delete_count", len(ids)))
 
+    def flush(self) -> None:
+        """Seal what was written so Milvus builds the vector index over it; until then searches scan
+        unindexed rows (measured with Milvus Lite 3.2.2 at 20k rows: 373 ms per query before, 9-24 ms after)."""
+        self.client.flush(self.collection)
+
     def all_ids(self, batch_size: int = 5000) -> list[str]:
         iterator = self.client.query_iterator(self.collection, batch_size=batch_size, filter="", output_fields=["pk"])
         ids: list[str] = []

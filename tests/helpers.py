@@ -80,3 +80,44 @@ def jpeg_bytes(color=(10, 120, 200), size=(40, 40)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, "JPEG")
     return buffer.getvalue()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServedIndex:
+    """`fashion-retrieval serve ARGS` in a real subprocess on a free loopback port, until closed."""
+
+    def __init__(self, *args: str) -> None:
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "fashion_retrieval", "serve", *args, "--port", str(self.port), "--device", "cpu"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        self.close()
+        raise RuntimeError(f"server did not start: {self.output}")
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.output = self.process.communicate(timeout=20)[0]

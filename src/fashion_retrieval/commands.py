@@ -101,7 +101,7 @@ TokenOpt = Annotated[str | None, typer.Option("--token", help="Milvus server tok
 CollectionOpt = Annotated[str, typer.Option("--collection", help="Collection name.")]
 
 
-def _target(db, uri, token, collection, index_type="HNSW"):
+def _target(db, uri, token, collection, index_type="AUTOINDEX"):
     from fashion_retrieval.store.milvus import DEFAULT_DB, MilvusTarget
 
     return MilvusTarget(db=db or DEFAULT_DB, uri=uri, token=token, collection=collection, index_type=index_type)
@@ -121,7 +121,9 @@ def schema(
     uri: UriOpt = None,
     token: TokenOpt = None,
     collection: CollectionOpt = "fashion_items",
-    index_type: Annotated[str, typer.Option(help="Vector index: HNSW, FLAT, IVF_FLAT ...")] = "HNSW",
+    index_type: Annotated[
+        str, typer.Option(help="Vector index: AUTOINDEX, FLAT, IVF_FLAT (HNSW on a server).")
+    ] = "AUTOINDEX",
     as_json: JsonOpt = False,
 ) -> None:
     """Create, describe or drop the Milvus collection (pk, image/text vectors, a field per attribute)."""
@@ -179,7 +181,9 @@ def index(
     uri: UriOpt = None,
     token: TokenOpt = None,
     collection: CollectionOpt = "fashion_items",
-    index_type: Annotated[str, typer.Option(help="Vector index when creating: HNSW, FLAT, IVF_FLAT ...")] = "HNSW",
+    index_type: Annotated[
+        str, typer.Option(help="Vector index when creating: AUTOINDEX, FLAT, IVF_FLAT (HNSW on a server).")
+    ] = "AUTOINDEX",
     batch_size: Annotated[int, typer.Option(help="Rows per upsert.")] = 2000,
     delete_missing: Annotated[bool, typer.Option(help="Delete rows whose ids are no longer in the folder.")] = False,
     as_json: JsonOpt = False,
@@ -342,6 +346,7 @@ def train(
     targets: Annotated[str, typer.Option(help="Modules LoRA adapts.")] = "query,value,vision_proj,text_proj",
     val_fraction: Annotated[float, typer.Option(help="Share of items held out for validation.")] = 0.1,
     device: DeviceOpt = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA), fp32 or bf16.")] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed (split, init, shuffles).")] = 0,
     grad_accum: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
     full: Annotated[bool, typer.Option(help="Fine-tune every weight instead of LoRA.")] = False,
@@ -374,6 +379,7 @@ def train(
         targets=_csv(targets),
         val_fraction=val_fraction,
         device=device,
+        dtype=dtype,
         seed=seed,
         grad_accum=grad_accum,
         full=full,

@@ -4,7 +4,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fashion_retrieval.serve.app import ServeConfig, create_app
-from tests.store.conftest import embeddings_dir, free_port, store_catalog, store_encoder  # noqa: F401
+from tests.store.conftest import embeddings_dir, store_catalog, store_encoder  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
@@ -15,8 +12,7 @@ from PIL import Image
 
 from fashion_retrieval.pipeline.writer import load_embeddings
 from fashion_retrieval.serve.app import ServeConfig, create_app
-from tests.helpers import jpeg_bytes
-from tests.store.conftest import free_port
+from tests.helpers import ServedIndex, jpeg_bytes
 
 
 def _image_bytes(embeddings_dir, row=3) -> bytes:
@@ -152,38 +148,13 @@ def test_api_key_and_cors(embeddings_dir, store_encoder):
         assert response.status_code == 200 and "access-control-allow-origin" not in response.headers
 
 
-def test_real_server_over_http(embeddings_dir, tmp_path):
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fashion_retrieval",
-            "serve",
-            "--embeddings",
-            str(embeddings_dir),
-            "--port",
-            str(port),
-            "--device",
-            "cpu",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def test_real_server_over_http(embeddings_dir):
+    served = ServedIndex("--embeddings", str(embeddings_dir))
     try:
-        deadline, health = time.time() + 60, None
-        while time.time() < deadline:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        assert health is not None and health.status_code == 200
-        response = httpx.post(f"http://127.0.0.1:{port}/api/search/text", json={"query": "a dress", "top_k": 3})
+        assert httpx.get(f"{served.url}/api/health").json()["count"] == 48
+        response = httpx.post(f"{served.url}/api/search/text", json={"query": "a dress", "top_k": 3})
         assert response.status_code == 200 and len(response.json()["results"]) == 3
-        assert "<title>fashion-retrieval</title>" in httpx.get(f"http://127.0.0.1:{port}/").text
+        assert "<title>fashion-retrieval</title>" in httpx.get(f"{served.url}/").text
     finally:
-        process.terminate()
-        output = process.communicate(timeout=20)[0]
-    assert f"open http://127.0.0.1:{port}/" in output
+        served.close()
+    assert f"open http://127.0.0.1:{served.port}/" in served.output

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from fashion_retrieval.pipeline.writer import load_embeddings
-from tests.store.conftest import free_port
+from tests.helpers import ServedIndex
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
@@ -40,37 +37,9 @@ def launch_chromium(playwright):
 
 @pytest.fixture(scope="module")
 def server(embeddings_dir):
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fashion_retrieval",
-            "serve",
-            "--embeddings",
-            str(embeddings_dir),
-            "--port",
-            str(port),
-            "--device",
-            "cpu",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail("server did not start")
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
+    served = ServedIndex("--embeddings", str(embeddings_dir))
+    yield served.url
+    served.close()
 
 
 def test_page_text_image_and_hybrid_search(server, embeddings_dir, tmp_path):

@@ -12,6 +12,7 @@ from fashion_retrieval import FashionEmbeddingModel
 from fashion_retrieval.config import EmbedConfig, ModelConfig
 from fashion_retrieval.data.synthetic import make_catalog
 from fashion_retrieval.pipeline.embed import embed_catalog
+from tests.helpers import free_port
 
 
 @pytest.fixture(scope="session")
@@ -32,20 +33,13 @@ def embeddings_dir(tmp_path_factory, store_catalog, tiny_base, store_encoder) ->
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory):
-    """A real `milvus-lite server` on a loopback port: the gRPC protocol of a Milvus cluster."""
+    """A real Milvus Lite gRPC server on a loopback port: the protocol of a Milvus cluster."""
     port = free_port()
-    data = tmp_path_factory.mktemp("milvus_server")
-    exe = Path(sys.executable).with_name("milvus-lite")
+    db = tmp_path_factory.mktemp("milvus_server") / "served.db"
     process = subprocess.Popen(
-        [str(exe), "server", "--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "fashion_retrieval.store.lite_server", str(db), "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -55,10 +49,12 @@ def milvus_server(tmp_path_factory):
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 break
         except OSError:
+            if process.poll() is not None:
+                pytest.fail("the Milvus Lite server exited")
             time.sleep(0.2)
     else:
         process.kill()
-        pytest.fail("milvus-lite server did not start")
+        pytest.fail("the Milvus Lite server did not start")
     yield f"http://127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=20)

@@ -205,3 +205,13 @@ def test_cli_index_and_search_json(tmp_path, embeddings_dir, tiny_base):
     described = runner.invoke(app, ["schema", "describe", "--db", db, "--json"])
     fields = {f["name"]: f["type"] for f in json.loads(described.stdout)["fields"]}
     assert fields["pk"] == "VARCHAR" and fields["image_embedding"] == "FLOAT_VECTOR" and "gender" in fields
+
+
+def test_second_process_gets_a_clear_message(searchers, lite_db):
+    import subprocess
+    import sys
+
+    code = f"from fashion_retrieval.store import open_store; open_store(db={str(lite_db)!r})"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "one process at a time" in result.stderr and "--uri" in result.stderr

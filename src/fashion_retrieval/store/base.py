@@ -75,6 +75,15 @@ def milvus_filter(filters: Mapping[str, Sequence[str]], column_of: Mapping[str, 
     return " and ".join(clauses)
 
 
+def query_matrix(store: VectorStore, queries: np.ndarray, vector_field: VectorField) -> np.ndarray:
+    """Queries as a float32 [Q, D] matrix, after checking the store has that vector field."""
+    from fashion_retrieval.errors import StoreError
+
+    if not store.has_field(vector_field):
+        raise StoreError(f"{store.description} has no {vector_field} embeddings")
+    return np.atleast_2d(np.asarray(queries, dtype=np.float32))
+
+
 class VectorStore(Protocol):
     """What search needs from a store; Milvus and in-memory implement it with the same results."""
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from fashion_retrieval.errors import StoreError
 from fashion_retrieval.pipeline.writer import EmbeddingSet, load_embeddings
-from fashion_retrieval.store.base import BASE_FIELDS, Filters, Hit, VectorField, validate_filters
+from fashion_retrieval.store.base import BASE_FIELDS, Filters, Hit, VectorField, query_matrix, validate_filters
 
 FAISS_AUTO_ROWS = 200_000  # above this, exact search costs more than HNSW's small recall loss
 
@@ -79,9 +79,7 @@ class MemoryStore:
     def search(
         self, queries: np.ndarray, vector_field: VectorField, top_k: int, filters: Filters | None = None
     ) -> list[list[Hit]]:
-        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        if not self.has_field(vector_field):
-            raise StoreError(f"{self.description} has no {vector_field} embeddings")
+        queries = query_matrix(self, queries, vector_field)
         mask = self._mask(filters)
         if self.use_faiss:
             return self._search_faiss(queries, vector_field, top_k, mask)

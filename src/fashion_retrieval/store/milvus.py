@@ -2,7 +2,7 @@
 
 Collection: ``pk`` VARCHAR primary; ``image_embedding`` and ``text_embedding`` FLOAT_VECTOR(dim), metric IP
 on normalised vectors; a VARCHAR field per catalogue attribute (caption, path, gender, ...); the model
-identity and attribute list in the collection's properties (and a readable description).
+identity and attribute list in the collection's schema description (JSON).
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from fashion_retrieval.store.base import (
     VectorField,
     milvus_filter,
     milvus_literal,
+    query_matrix,
     validate_filters,
 )
 
 DEFAULT_DB = "fashion.db"
 DEFAULT_COLLECTION = "fashion_items"
 VECTOR_FIELDS = {"image": "image_embedding", "text": "text_embedding"}
-MODEL_PROPERTY = "fashion_retrieval.model"
-ATTRIBUTES_PROPERTY = "fashion_retrieval.attributes"
 RESERVED = {"pk", *VECTOR_FIELDS.values()}
 LONG_TEXT = 65_535
 ATTRIBUTE_LENGTH = 4_096
@@ -43,7 +42,9 @@ class MilvusTarget:
     uri: str | None = None
     token: str | None = None
     collection: str = DEFAULT_COLLECTION
-    index_type: str = "HNSW"
+    index_type: str = (
+        "AUTOINDEX"  # Milvus Lite 2.5 offers FLAT, IVF_FLAT and AUTOINDEX; a server maps AUTOINDEX to HNSW
+    )
 
     @property
     def address(self) -> str:
@@ -64,7 +65,7 @@ def _client(target: MilvusTarget):
     except Exception as exc:  # pymilvus raises MilvusException or plain errors for a bad address
         hint = (
             " Milvus Lite serves one process at a time: stop the other one (e.g. a running `serve`), or run "
-            "`milvus-lite server --data-dir DIR --port 19530` and use --uri http://127.0.0.1:19530."
+            "`python -m fashion_retrieval.store.lite_server FILE --port 19530` and use --uri http://127.0.0.1:19530."
             if target.is_lite
             else " Check that the server runs and the --uri and --token are right."
         )
@@ -81,6 +82,7 @@ class MilvusStore:
         )
         self._attributes: list[str] | None = None
         self._facets: dict[str, list[str]] | None = None
+        self._fields: set[str] | None = None
         if must_exist:
             self.require()
 
@@ -106,7 +108,10 @@ class MilvusStore:
                 f"attribute name(s) {', '.join(bad)} cannot be Milvus fields: rename those columns "
                 "to letters, digits and underscores (not pk/image_embedding/text_embedding)"
             )
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        # The model identity and attribute list travel in the schema description: the one piece of collection
+        # metadata that Milvus Lite 2.5 keeps (it has no alter_collection_properties) and every server keeps too.
+        description = json.dumps({"fashion_retrieval": 1, "model": identity, "attributes": list(attributes)})
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
         schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=1024)
         schema.add_field("image_embedding", DataType.FLOAT_VECTOR, dim=dim)
         if has_text:
@@ -119,12 +124,7 @@ class MilvusStore:
         params = {"M": 16, "efConstruction": 200} if self.target.index_type.startswith("HNSW") else {}
         for field in ["image_embedding"] + (["text_embedding"] if has_text else []):
             index.add_index(field, index_type=self.target.index_type, metric_type="IP", params=params)
-        description = f"fashion-retrieval items; model {identity.get('key')} ({identity.get('base')})"
-        self.client.create_collection(self.collection, schema=schema, index_params=index, description=description)
-        self.client.alter_collection_properties(
-            self.collection,
-            properties={MODEL_PROPERTY: json.dumps(identity), ATTRIBUTES_PROPERTY: json.dumps(list(attributes))},
-        )
+        self.client.create_collection(self.collection, schema=schema, index_params=index)
         self.client.load_collection(self.collection)
         self._attributes = list(attributes)
 
@@ -155,22 +155,25 @@ class MilvusStore:
             "attributes": self.attributes(),
         }
 
-    def _properties(self) -> dict:
-        return dict(self.client.describe_collection(self.collection).get("properties") or {})
+    def _record(self) -> dict:
+        try:
+            record = json.loads(self.client.describe_collection(self.collection).get("description") or "{}")
+        except json.JSONDecodeError:
+            record = {}
+        return record if isinstance(record, dict) and record.get("fashion_retrieval") else {}
 
     def identity(self) -> dict | None:
-        raw = self._properties().get(MODEL_PROPERTY)
-        return json.loads(raw) if raw else None
+        return self._record().get("model")
 
     def attributes(self) -> list[str]:
         if self._attributes is None:
-            raw = self._properties().get(ATTRIBUTES_PROPERTY)
-            self._attributes = json.loads(raw) if raw else []
+            self._attributes = list(self._record().get("attributes", []))
         return self._attributes
 
     def has_field(self, vector_field: VectorField) -> bool:
-        names = {f["name"] for f in self.client.describe_collection(self.collection)["fields"]}
-        return VECTOR_FIELDS[vector_field] in names
+        if self._fields is None:  # the schema does not change under us; ask once, not per search
+            self._fields = {f["name"] for f in self.client.describe_collection(self.collection)["fields"]}
+        return VECTOR_FIELDS[vector_field] in self._fields
 
     # -- data --------------------------------------------------------------------------------
     def count(self) -> int:
@@ -218,10 +221,8 @@ class MilvusStore:
     def search(
         self, queries: np.ndarray, vector_field: VectorField, top_k: int, filters: Filters | None = None
     ) -> list[list[Hit]]:
-        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        if not self.has_field(vector_field):
-            raise StoreError(f"{self.description} has no {vector_field} embeddings")
-        params = {"metric_type": "IP", "params": {"ef": max(64, top_k)}}
+        queries = query_matrix(self, queries, vector_field)
+        params = {"metric_type": "IP", "params": {"ef": max(64, top_k)} if self.target.index_type == "HNSW" else {}}
         results = self.client.search(
             self.collection,
             data=queries.tolist(),

@@ -48,6 +48,7 @@ class TrainConfig:
     targets: tuple[str, ...] = DEFAULT_TARGETS
     val_fraction: float = 0.1
     device: str = "auto"
+    dtype: str = "auto"  # auto: bf16 autocast on CUDA where supported, else fp32; or fp32 / bf16
     seed: int = 0
     grad_accum: int = 1
     full: bool = False
@@ -62,6 +63,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError("--val-fraction must be in [0, 1)")
+        if self.dtype not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"--dtype {self.dtype!r} for training: use auto, fp32 or bf16")
         if self.epochs < 1 or self.batch_size < 2 or self.grad_accum < 1:
             raise ValueError("--epochs >= 1, --batch-size >= 2 (contrastive needs pairs), --grad-accum >= 1")
 
@@ -122,7 +125,9 @@ class Trainer:
         full_keys, partial_keys = list(config.match_attributes), list(config.partial_attributes)
         self.train_set = PairDataset(catalog, self.train_rows, preprocess, full_keys, partial_keys)
         self.val_set = PairDataset(catalog, self.val_rows, preprocess, [], []) if n_val else None
-        self.amp = self.device.type == "cuda"
+        # Mixed precision on GPUs only (bf16 needs no loss scaling); weights and optimizer stay fp32.
+        bf16_ok = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.amp = (config.dtype == "bf16" and self.device.type != "cpu") or (config.dtype == "auto" and bf16_ok)
         self.history: list[dict] = []
         self.best: float = -1.0
         self.start_epoch, self.step, self.elapsed = 0, 0, 0.0

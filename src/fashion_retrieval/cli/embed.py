@@ -1,0 +1,111 @@
+"""`embed` and `make-catalog`: catalogues into embeddings folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fashion_retrieval.cli.common import (
+    AlphaOpt,
+    CheckpointOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    app,
+    print_json,
+    user_errors,
+)
+from fashion_retrieval.config import EmbedConfig, ModelConfig, default_workers
+
+
+@app.command()
+@user_errors
+def embed(
+    catalog: Annotated[str, typer.Argument(help="labels_front.csv, any CSV/Parquet/JSONL, or an image folder.")],
+    base: Annotated[str, typer.Option("--base", help="BLIP base folder (model config + processor).")],
+    checkpoint: CheckpointOpt = None,
+    lora_alpha: AlphaOpt = 32.0,
+    images_dir: Annotated[
+        str | None,
+        typer.Option(help="Folder the catalogue's paths are relative to (default: selected_images/ beside it)."),
+    ] = None,
+    out: Annotated[str, typer.Option(help="Output folder.")] = "embeddings_output",
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Images per forward pass (default: 1 on CPU, 128 on CUDA: what measured fastest)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Image decoding processes (0: in the main process).")
+    ] = default_workers(),
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    on_error: Annotated[
+        str,
+        typer.Option(
+            help="Bad images: skip (listed in failures.jsonl), placeholder "
+            "(black image, flagged), fail (stop at the first)."
+        ),
+    ] = "skip",
+    limit: Annotated[int | None, typer.Option(help="Only the first N items (a quick look).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a folder made from another model or catalogue.")] = False,
+    id_col: Annotated[str, typer.Option(help="Column with the item id.")] = "image_id",
+    image_col: Annotated[str, typer.Option(help="Column with the image path.")] = "path",
+    text_col: Annotated[str, typer.Option(help="Column with the caption ('' for none).")] = "caption",
+    shard_size: Annotated[int, typer.Option(help="Items per resumable shard.")] = 1024,
+    as_json: JsonOpt = False,
+) -> None:
+    """Embed every image and caption of a catalogue into an embeddings folder (resumable: re-run to continue)."""
+    from fashion_retrieval.pipeline.embed import embed_catalog
+
+    config = EmbedConfig(
+        catalog=catalog,
+        model=ModelConfig(base, checkpoint, lora_alpha, device, dtype),
+        out=out,
+        images_dir=images_dir,
+        id_col=id_col,
+        image_col=image_col,
+        text_col=text_col or None,
+        batch_size=batch_size,
+        workers=workers,
+        on_error=on_error,
+        limit=limit,
+        overwrite=overwrite,
+        shard_size=shard_size,
+    )
+    summary = embed_catalog(config, progress=not as_json)
+    if as_json:
+        print_json(summary)
+        return
+    if summary["status"] == "already complete":
+        typer.echo(
+            f"{out}: already complete ({summary['embedded']} embedded, {summary['failed']} failed); nothing to do"
+        )
+        return
+    typer.echo(
+        f"embedded {summary['embedded']} of {summary['items']} items, {summary['failed']} failed"
+        + (f", {summary['placeholders']} placeholders" if summary["placeholders"] else "")
+        + f" in {summary['seconds']:.1f} s -> {out}"
+    )
+    if summary["images_per_second"]:
+        typer.echo(
+            f"  images/s {summary['images_per_second']}, captions/s {summary['captions_per_second']}, "
+            f"stage seconds {summary['stage_seconds']}"
+        )
+    if summary["failed"]:
+        typer.echo(f"  failures listed in {Path(out) / 'failures.jsonl'}")
+
+
+@app.command("make-catalog")
+@user_errors
+def make_catalog_command(
+    out: Annotated[str, typer.Argument(help="Folder for labels_front.csv and selected_images/.")],
+    n: Annotated[int, typer.Option("--n", help="Number of items.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same catalogue).")] = 0,
+    image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 128,
+) -> None:
+    """Draw a synthetic fashion catalogue in DeepFashion-MultiModal's layout."""
+    from fashion_retrieval.data.synthetic import make_catalog
+
+    typer.echo(f"wrote {make_catalog(out, n=n, seed=seed, image_size=image_size)}")

@@ -8,6 +8,7 @@ identity and attribute list in the collection's schema description (JSON).
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,9 @@ from fashion_retrieval.store.base import (
     query_matrix,
     validate_filters,
 )
+
+# milvus-lite 2.5.1 imports pkg_resources, which warns on every start; the pin on setuptools<81 keeps it working.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 DEFAULT_DB = "fashion.db"
 DEFAULT_COLLECTION = "fashion_items"

@@ -298,6 +298,8 @@ class Trainer:
             metrics["best"] = improved
             self.history.append(metrics)
             self.save_state(epoch)
+            if config.max_seconds and self.elapsed > 0:  # with a time budget, the step count is what time allows
+                bar.total = min(total_steps, max(self.step, int(self.step / self.elapsed * config.max_seconds)))
             top_k = max(config.ks)
             bar.set_postfix(
                 epoch=epoch + 1,

@@ -120,3 +120,16 @@ def test_encoder_does_not_change_model_mode(encoder, images):
         assert encoder.model.training
     finally:
         encoder.model.eval()
+
+
+def test_cls_only_last_layer_equals_the_full_text_encoder(encoder):
+    from fashion_retrieval.model.features import FastTextEncoder, text_features, text_features_cls_only
+
+    texts = ["dress", CAPTIONS[1] + " " + CAPTIONS[0], CAPTIONS[2]]  # padding inside the batch
+    tokens = encoder.tokenize(texts)
+    ids, mask = tokens["input_ids"], tokens["attention_mask"]
+    full = text_features(encoder.model, ids, mask)
+    np.testing.assert_allclose(text_features_cls_only(encoder.model, ids, mask), full, atol=1e-5)
+    fast = FastTextEncoder()
+    fast(encoder.model, ids, mask)
+    assert fast.verified is True  # the encoder uses the cheaper path on this model

@@ -10,7 +10,7 @@ import torch
 
 from fashion_retrieval.data.images import ImageInput, ImagePreprocessor, open_image, placeholder_image
 from fashion_retrieval.errors import ImageError
-from fashion_retrieval.model.features import image_features, text_features
+from fashion_retrieval.model.features import FastTextEncoder, image_features
 from fashion_retrieval.model.loading import LoadedModel, load_model
 
 
@@ -59,6 +59,7 @@ class FashionEmbeddingModel:
         self.identity = loaded.identity
         self.preprocess = ImagePreprocessor.from_processor(loaded.processor)
         self.max_text_length = int(loaded.identity.preprocessing["max_text_length"])
+        self._text_features = FastTextEncoder()
 
     @property
     def embed_dim(self) -> int:
@@ -73,7 +74,7 @@ class FashionEmbeddingModel:
 
     @torch.inference_mode()
     def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> np.ndarray:
-        feats = text_features(self.model, input_ids.to(self.device), attention_mask.to(self.device))
+        feats = self._text_features(self.model, input_ids.to(self.device), attention_mask.to(self.device))
         return feats.cpu().numpy()
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:

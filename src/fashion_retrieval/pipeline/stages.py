@@ -5,6 +5,8 @@ Each stage is timed by ``timed``; the runner in ``embed.py`` wires them.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -94,7 +96,11 @@ def _collate(rows: list) -> ImageBatch:
 
 
 def _single_thread_worker(_: int) -> None:
-    torch.set_num_threads(1)  # the model's threads keep the cores; workers only decode
+    """Workers only decode: one thread each, and a lower priority, so that they fill the model's idle
+    moments instead of pre-empting its threads (which stalls all of them at the next sync point)."""
+    torch.set_num_threads(1)
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(10)
 
 
 def read_images(

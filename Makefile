@@ -30,7 +30,8 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks examples
 
 bench: install
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/embed_throughput.py
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.embed_throughput --images 24 --captions 256
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.store_search --rows 100000
 
 clean:
 	rm -rf $(VENV) demo_workdir .pytest_cache

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
-# Measured on a 2-core CPU with a BLIP-base-sized model (benchmarks/embed_throughput.py): images are
-# fastest one at a time (eager attention over 577 tokens is memory-bound: 1.69 img/s at batch 1, 1.26 at 8),
-# captions in batches of 16 (20.5/s; 19.3 at 64, 13.3 at 256). GPUs want large batches.
+# Measured on a 2-core CPU with a BLIP-base-sized model (python -m benchmarks.batch_sweep,
+# benchmarks/results/batch_sweep_cpu.json): images are fastest one at a time (eager attention over 577
+# tokens is memory-bound: 1.72 img/s at batch 1, 1.35 at 8); captions peak around 16-32 (22.4-22.5/s,
+# 19.4 at 128). GPUs want large batches.
 AUTO_BATCH = {"cpu": (1, 16), "mps": (16, 64), "cuda": (128, 256)}
 
 

@@ -22,6 +22,7 @@ _EXPORTS = {
     "make_catalog": "fashion_retrieval.data.synthetic",
     "open_store": "fashion_retrieval.store",
     "Searcher": "fashion_retrieval.search.searcher",
+    "open_searcher": "fashion_retrieval.search.searcher",
     "create_app": "fashion_retrieval.serve.app",
     "evaluate_embeddings": "fashion_retrieval.evaluate.evaluate",
     "train": "fashion_retrieval.train.loop",

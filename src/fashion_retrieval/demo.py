@@ -176,10 +176,9 @@ def run_demo(config: DemoConfig, *, progress: bool = True) -> dict:
 
 def example_searches(workdir: str, top_k: int = 3) -> list[dict]:
     """A few text searches against the demo index, as printed when not serving."""
-    from fashion_retrieval.search.searcher import Searcher
-    from fashion_retrieval.store import open_store
+    from fashion_retrieval.search.searcher import open_searcher
 
-    searcher = Searcher.open(open_store(db=str(Path(workdir) / "fashion.db")), device="cpu")
+    searcher = open_searcher(db=str(Path(workdir) / "fashion.db"), device="cpu")
     try:
         return [{"query": q, "results": [h.to_dict() for h in searcher.text(q, top_k=top_k).results]} for q in EXAMPLES]
     finally:

@@ -44,7 +44,7 @@ def serve(
     """Serve the JSON API (docs at /docs) and the search page at / ."""
     import uvicorn
 
-    from fashion_retrieval.serve.app import ServeConfig, _open_searcher, create_app
+    from fashion_retrieval.serve.app import ServeConfig, create_app, open_config_searcher
 
     config = ServeConfig(
         db=db,
@@ -62,7 +62,7 @@ def serve(
         api_key=api_key,
         cors_origin=cors_origin,
     )
-    searcher = _open_searcher(config)  # fail here, with a one-line error, before the server starts
+    searcher = open_config_searcher(config)  # fail here, with a one-line error, before the server starts
     typer.echo(f"serving {searcher.store.count()} items from {searcher.store.description}")
     typer.echo(f"open http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
     try:

@@ -117,17 +117,6 @@ def index(
         )
 
 
-def open_searcher(db, uri, token, collection, embeddings, use_faiss, base, checkpoint, lora_alpha, device):
-    """The store named by the options (embeddings folder > --uri > --db) and its query model."""
-    from fashion_retrieval.search.searcher import Searcher
-    from fashion_retrieval.store import open_store
-
-    store = open_store(
-        db=db, uri=uri, token=token, collection=collection, embeddings=embeddings, use_faiss=use_faiss or None
-    )
-    return Searcher.open(store, base=base, checkpoint=checkpoint, lora_alpha=lora_alpha, device=device)
-
-
 @app.command()
 @user_errors
 def search(
@@ -162,7 +151,20 @@ def search(
     if rerank and text is None:
         raise QueryError("--rerank needs a TEXT query (the ITM head scores text against images)")
     filters = parse_filters(filter_)
-    searcher = open_searcher(db, uri, token, collection, embeddings, use_faiss, base, checkpoint, lora_alpha, device)
+    from fashion_retrieval.search.searcher import open_searcher
+
+    searcher = open_searcher(
+        db=db,
+        uri=uri,
+        token=token,
+        collection=collection,
+        embeddings=embeddings,
+        use_faiss=use_faiss,
+        base=base,
+        checkpoint=checkpoint,
+        lora_alpha=lora_alpha,
+        device=device,
+    )
     try:
         if text is not None and image is not None:
             response = searcher.hybrid(

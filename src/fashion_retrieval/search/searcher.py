@@ -231,3 +231,30 @@ class Searcher:
     @staticmethod
     def _respond(query: dict, hits: list[Hit], start: float, extra: dict | None = None) -> SearchResponse:
         return SearchResponse(query, hits, round(time.perf_counter() - start, 4), extra or {})
+
+
+def open_searcher(
+    *,
+    db: str | None = None,
+    uri: str | None = None,
+    token: str | None = None,
+    collection: str | None = None,
+    embeddings: str | None = None,
+    use_faiss: bool = False,
+    base: str | None = None,
+    checkpoint: str | None = None,
+    lora_alpha: float | None = None,
+    device: str | None = "auto",
+) -> Searcher:
+    """Open the named store (embeddings folder > ``uri`` > ``db``) and its query model; the store is closed
+    again if the model cannot be loaded."""
+    from fashion_retrieval.store import open_store
+
+    store = open_store(
+        db=db, uri=uri, token=token, collection=collection, embeddings=embeddings, use_faiss=use_faiss or None
+    )
+    try:
+        return Searcher.open(store, base=base, checkpoint=checkpoint, lora_alpha=lora_alpha, device=device)
+    except Exception:
+        store.close()
+        raise

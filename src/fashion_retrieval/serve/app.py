@@ -90,25 +90,22 @@ class SearchService:
         return path
 
 
-def _open_searcher(config: ServeConfig):
-    from fashion_retrieval.search.searcher import Searcher
-    from fashion_retrieval.store import open_store
+def open_config_searcher(config: ServeConfig):
+    """The searcher a ServeConfig names."""
+    from fashion_retrieval.search.searcher import open_searcher
 
-    store = open_store(
+    return open_searcher(
         db=config.db,
         uri=config.uri,
         token=config.token,
         collection=config.collection,
         embeddings=config.embeddings,
-        use_faiss=config.use_faiss or None,
+        use_faiss=config.use_faiss,
+        base=config.base,
+        checkpoint=config.checkpoint,
+        lora_alpha=config.lora_alpha,
+        device=config.device,
     )
-    try:
-        return Searcher.open(
-            store, base=config.base, checkpoint=config.checkpoint, lora_alpha=config.lora_alpha, device=config.device
-        )
-    except Exception:
-        store.close()
-        raise
 
 
 def _parse_filters(raw: str | None) -> dict:
@@ -129,7 +126,7 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         owned = searcher is None
-        app.state.service = SearchService(searcher or _open_searcher(config), config)
+        app.state.service = SearchService(searcher or open_config_searcher(config), config)
         try:
             yield
         finally:

@@ -70,6 +70,7 @@ def main() -> None:
         help="another Python with a different pymilvus/milvus-lite pair (repeatable)",
     )
     parser.add_argument("--index", default="AUTOINDEX")
+    parser.add_argument("--name", default="store_search", help="result file name under benchmarks/results/")
     args = parser.parse_args()
     vectors, genders, types = make_vectors(args.rows, 256)
     qs = queries(vectors, args.queries)
@@ -106,7 +107,7 @@ def main() -> None:
                 continue
             result["milvus_lite"].append({"python": python, **json.loads(Path(out.name).read_text())})
     result["command"] = "python -m benchmarks.store_search " + " ".join(sys.argv[1:])
-    write_result("store_search", result)
+    write_result(args.name, result)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,9 @@ class FastTextEncoder:
             try:
                 fast = text_features_cls_only(model, input_ids, attention_mask)
                 plain = text_features(model, input_ids, attention_mask)
-                self.verified = bool(torch.allclose(fast, plain, atol=1e-4, rtol=0))
+                # In fp16/bf16 the two paths differ by rounding, not by logic.
+                tolerance = 1e-4 if model.text_proj.weight.dtype == torch.float32 else 2e-2
+                self.verified = bool(torch.allclose(fast, plain, atol=tolerance, rtol=0))
                 return plain
             except Exception:  # noqa: BLE001 - a transformers release with other internals: use the plain path
                 self.verified = False

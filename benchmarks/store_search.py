@@ -59,6 +59,23 @@ def time_store(store: MemoryStore, qs: np.ndarray) -> dict:
     return out
 
 
+def memory_results(vectors, genders, types, qs) -> dict:
+    """Exact numpy and FAISS HNSW over the same vectors, with FAISS recall@10 against exact."""
+    exact = memory_store(vectors, genders, types, use_faiss=False)
+    result = {"numpy_exact": time_store(exact, qs)}
+    start = time.perf_counter()
+    hnsw = memory_store(vectors, genders, types, use_faiss=True)
+    hnsw.search(qs[0], "image", 10)
+    build = time.perf_counter() - start
+    result["faiss_hnsw"] = {**time_store(hnsw, qs), "build_seconds": round(build, 2)}
+    truth = [[h.id for h in row] for row in exact.search(qs, "image", 10)]
+    approx = [[h.id for h in row] for row in hnsw.search(qs, "image", 10)]
+    result["faiss_hnsw"]["recall@10_vs_exact"] = float(
+        np.mean([len(set(a) & set(t)) / 10 for a, t in zip(approx, truth, strict=True)])
+    )
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -71,21 +88,13 @@ def main() -> None:
     )
     parser.add_argument("--index", default="AUTOINDEX")
     parser.add_argument("--name", default="store_search", help="result file name under benchmarks/results/")
+    parser.add_argument("--milvus-only", action="store_true", help="skip the in-memory numpy and FAISS runs")
     args = parser.parse_args()
     vectors, genders, types = make_vectors(args.rows, 256)
     qs = queries(vectors, args.queries)
-    exact = memory_store(vectors, genders, types, use_faiss=False)
-    result = {"rows": args.rows, "dim": 256, "queries": args.queries, "numpy_exact": time_store(exact, qs)}
-    start = time.perf_counter()
-    hnsw = memory_store(vectors, genders, types, use_faiss=True)
-    hnsw.search(qs[0], "image", 10)
-    build = time.perf_counter() - start
-    result["faiss_hnsw"] = {**time_store(hnsw, qs), "build_seconds": round(build, 2)}
-    truth = [[h.id for h in row] for row in exact.search(qs, "image", 10)]
-    approx = [[h.id for h in row] for row in hnsw.search(qs, "image", 10)]
-    result["faiss_hnsw"]["recall@10_vs_exact"] = float(
-        np.mean([len(set(a) & set(t)) / 10 for a, t in zip(approx, truth, strict=True)])
-    )
+    result = {"rows": args.rows, "dim": 256, "queries": args.queries, "index": args.index}
+    if not args.milvus_only:
+        result.update(memory_results(vectors, genders, types, qs))
     result["milvus_lite"] = []
     for python in [sys.executable, *args.milvus_python]:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:

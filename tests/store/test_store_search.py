@@ -215,3 +215,26 @@ def test_second_process_gets_a_clear_message(searchers, lite_db):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "one process at a time" in result.stderr and "--uri" in result.stderr
+
+
+def test_cli_schema_create_describe_drop(tmp_path, embeddings_dir):
+    from fashion_retrieval.cli import app
+
+    runner = CliRunner()
+    db = str(tmp_path / "schema.db")
+    created = runner.invoke(app, ["schema", "create", "--embeddings", str(embeddings_dir), "--db", db, "--json"])
+    assert created.exit_code == 0, created.output
+    described = json.loads(created.stdout)
+    assert described["count"] == 0 and described["model"]["key"] == load_embeddings(embeddings_dir).identity["key"]
+    assert {"pk", "image_embedding", "text_embedding", "caption", "path", "gender"} <= {
+        f["name"] for f in described["fields"]
+    }
+    assert described["indexes"]["image_embedding"]["metric_type"] == "IP"
+    again = runner.invoke(app, ["schema", "create", "--embeddings", str(embeddings_dir), "--db", db])
+    assert again.exit_code == 2 and "exists already" in again.output
+    indexed = runner.invoke(app, ["index", str(embeddings_dir), "--db", db, "--json"])
+    assert json.loads(indexed.stdout)["created"] is False and json.loads(indexed.stdout)["count"] == 48
+    dropped = runner.invoke(app, ["schema", "drop", "--db", db])
+    assert dropped.exit_code == 0 and "dropped fashion_items" in dropped.output
+    missing = runner.invoke(app, ["schema", "describe", "--db", db])
+    assert missing.exit_code == 2 and "does not exist" in missing.output

@@ -44,23 +44,19 @@ ORIGINAL_KEYS = {  # the original toolkit's metadata.pkl key -> catalogue column
 }
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name, fsync, then rename: readers see the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def atomic_save(path: Path, writer) -> None:
+    """Write through ``writer(handle)`` to a temporary name, fsync, then rename: readers see the old file or
+    the new one, never half of one (a crash or SIGKILL mid-write leaves only the temporary file)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as handle:
         writer(handle)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_save(path, lambda handle: handle.write(data))
 
 
 @dataclass

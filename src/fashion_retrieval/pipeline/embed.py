@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from dataclasses import replace
@@ -54,18 +55,13 @@ def _run_key(config: EmbedConfig, catalog: Catalog, identity_key: str) -> dict:
 
 def _check_out_folder(out: Path, store: ShardStore, key: dict, overwrite: bool) -> str:
     """'done', 'resume' or 'fresh'; refuses a folder made from another model or catalogue."""
-    import json
-
-    previous = None
     manifest = out / "manifest.json"
     if manifest.is_file():
-        previous = json.loads(manifest.read_text()).get("run_key")
-        state = "done"
-    elif store.read_run():
-        previous = store.read_run()
-        state = "resume"
+        previous, state = json.loads(manifest.read_text()).get("run_key"), "done"
     else:
-        return "fresh"
+        previous, state = store.read_run(), "resume"
+        if previous is None:
+            return "fresh"
     if previous == key:
         return state
     if overwrite:
@@ -98,8 +94,6 @@ def embed_catalog(config: EmbedConfig, *, encoder: FashionEmbeddingModel | None 
     key = _run_key(config, catalog, encoder.identity.key)
     state = _check_out_folder(out, store, key, config.overwrite)
     if state == "done":
-        import json
-
         summary = json.loads((out / "manifest.json").read_text())["summary"]
         return {**summary, "status": "already complete", "seconds": round(time.perf_counter() - started, 3)}
     store.write_run(key)

@@ -38,6 +38,7 @@ class MemoryStore:
         self.use_faiss = len(self.meta) > FAISS_AUTO_ROWS if use_faiss is None else use_faiss
         self.ef_search = ef_search
         self._faiss: dict[str, object] = {}
+        self._facets: dict[int, dict[str, list[str]]] = {}
 
     @classmethod
     def open(cls, folder: str | Path, *, use_faiss: bool | None = None) -> MemoryStore:
@@ -116,11 +117,14 @@ class MemoryStore:
         return [self._hit(self._row[i], 0.0) for i in ids if i in self._row]
 
     def facets(self, limit: int = 200) -> dict[str, list[str]]:
+        if limit in self._facets:  # the folder does not change under us; the API asks on every search
+            return self._facets[limit]
         out = {}
         for name in self.attributes():
             values = self.meta[name].astype(str).unique()
             if 1 < len(values) <= limit and len(values) < len(self.meta):  # ids are not facets
                 out[name] = sorted(values)
+        self._facets[limit] = out
         return out
 
     def close(self) -> None:

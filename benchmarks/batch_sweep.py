@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import build_base_sized_blip, write_result
-from benchmarks.embed_throughput import deepfashion_caption
 from fashion_retrieval.model.encoder import FashionEmbeddingModel
 from fashion_retrieval.model.features import image_features
+from fashion_retrieval.pipeline.throughput import deepfashion_caption
 
 
 def main() -> None:

@@ -10,46 +10,26 @@ DeepFashion's size (750x1101) and captions of DeepFashion's length. Results: ben
 from __future__ import annotations
 
 import argparse
-import csv
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from benchmarks.common import build_base_sized_blip, write_result
 from fashion_retrieval.config import EmbedConfig, ModelConfig, default_workers
-from fashion_retrieval.data.synthetic import render_item, sample_items
 from fashion_retrieval.model.encoder import FashionEmbeddingModel
 from fashion_retrieval.model.features import image_features, text_features
 from fashion_retrieval.pipeline.embed import embed_catalog
-
-
-def deepfashion_caption(i: int) -> str:
-    """About DeepFashion-MultiModal's caption length (~40 words, 3 sentences)."""
-    item = sample_items(3, seed=i)
-    return " ".join(x.caption for x in item) + " There is an accessory on her wrist. The outfit is casual."
-
-
-def make_catalog(folder: Path, n: int) -> Path:
-    images = folder / "selected_images"
-    images.mkdir(parents=True)
-    items = sample_items(n, seed=1)
-    with open(folder / "labels_front.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image_id", "caption", "path", "gender", "product_type", "product_id", "image_type"])
-        for i, item in enumerate(items):
-            image = render_item(item, 256, i).resize((750, 1101))
-            image.save(images / f"{i}.jpg", quality=90)
-            writer.writerow([f"{i}", deepfashion_caption(i), f"{i}.jpg", item.gender, "x", f"p{i}", "front"])
-    return folder / "labels_front.csv"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from fashion_retrieval.pipeline.throughput import (
+    deepfashion_caption,
+    forward_captions_per_second,
+    forward_images_per_second,
+    make_benchmark_catalog,
+    ready_inputs,
+    sync,
+)
 
 
 def main() -> None:
@@ -68,7 +48,7 @@ def main() -> None:
     encoder = FashionEmbeddingModel(None, base, device=args.device)
     device, model = encoder.device, encoder.model
     n = max(args.images, args.captions)
-    catalog = make_catalog(work / "cat", n)
+    catalog = make_benchmark_catalog(work / "cat", n)
     paths = [str(work / "cat" / "selected_images" / f"{i}.jpg") for i in range(n)]
     captions = [deepfashion_caption(i) for i in range(n)]
     loop_n, loop_caps = args.loop_items or min(args.images, 16), min(args.captions, 64)
@@ -77,31 +57,14 @@ def main() -> None:
     # warm-up (allocations, kernels)
     encoder.encode_batch_images(paths[:2], batch_size=2)
     encoder.encode_batch_texts(captions[:4])
-    ready = [encoder.preprocess(Image.open(p).convert("RGB")) for p in paths[: args.batch_size]]
-    pixels = torch.from_numpy(np.stack(ready)).to(device, dtype=encoder.loaded.dtype)
-    tokens = encoder.tokenize(captions[: args.text_batch_size])
-    ids, mask = tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
+    pixels, ids, mask = ready_inputs(encoder, paths, captions, args.batch_size, args.text_batch_size)
 
     def ceiling_images() -> float:
         """(c) the bare vision forward on ready tensors, at the pipeline's batch size."""
-        batches = max(1, args.images // args.batch_size)
-        sync(device)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            for _ in range(batches):
-                image_features(model, pixels)
-        sync(device)
-        return batches * args.batch_size / (time.perf_counter() - start)
+        return forward_images_per_second(encoder, pixels, max(1, args.images // args.batch_size))
 
     def ceiling_captions() -> float:
-        batches = max(1, args.captions // args.text_batch_size)
-        sync(device)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            for _ in range(batches):
-                text_features(model, ids, mask)
-        sync(device)
-        return batches * args.text_batch_size / (time.perf_counter() - start)
+        return forward_captions_per_second(encoder, ids, mask, max(1, args.captions // args.text_batch_size))
 
     def loop_images() -> float:
         """(b) the original-style loop: one item at a time, open, processor, forward."""

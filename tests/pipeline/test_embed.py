@@ -189,3 +189,18 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tiny_base, tmp_path):
     np.testing.assert_allclose(cut.image_embeddings, full.image_embeddings, atol=1e-6)
     np.testing.assert_allclose(cut.text_embeddings, full.text_embeddings, atol=1e-6)
     pd.testing.assert_frame_equal(cut.metadata, full.metadata)
+
+
+def test_bench_command_reports_pipeline_and_forward(tiny_base):
+    from typer.testing import CliRunner
+
+    from fashion_retrieval.cli import app
+
+    result = CliRunner().invoke(
+        app, ["bench", "--base", str(tiny_base), "--device", "cpu", "--images", "3", "--captions", "8", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["images"] == 3 and report["batch_size"] == 1 and report["text_batch_size"] == 16
+    for kind in ("images_per_second", "captions_per_second"):
+        assert report[kind]["pipeline"] > 0 and report[kind]["forward"] > 0

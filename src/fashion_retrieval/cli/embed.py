@@ -1,4 +1,4 @@
-"""`embed` and `make-catalog`: catalogues into embeddings folders."""
+"""`embed`, `make-catalog` and `bench`: catalogues into embeddings folders, and how fast that runs here."""
 
 from __future__ import annotations
 
@@ -109,3 +109,39 @@ def make_catalog_command(
     from fashion_retrieval.data.synthetic import make_catalog
 
     typer.echo(f"wrote {make_catalog(out, n=n, seed=seed, image_size=image_size)}")
+
+
+@app.command()
+@user_errors
+def bench(
+    base: Annotated[str, typer.Option("--base", help="BLIP base folder (model config + processor).")],
+    checkpoint: CheckpointOpt = None,
+    lora_alpha: AlphaOpt = 32.0,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    images: Annotated[int, typer.Option(help="Generated 750x1101 JPEGs to embed.")] = 8,
+    captions: Annotated[int, typer.Option(help="DeepFashion-length captions to embed.")] = 64,
+    batch_size: Annotated[int | None, typer.Option(help="Images per forward (default: per device).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """How fast your model embeds here: the pipeline against the bare forward, on generated data."""
+    from fashion_retrieval.model.encoder import FashionEmbeddingModel
+    from fashion_retrieval.pipeline.throughput import measure_throughput
+
+    encoder = FashionEmbeddingModel(checkpoint, base, device, lora_alpha=lora_alpha, dtype=dtype)
+    result = measure_throughput(encoder, images=images, captions=captions, batch_size=batch_size)
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(
+        f"{result['device']} ({result['dtype']}), batch {result['batch_size']} images / "
+        f"{result['text_batch_size']} captions"
+    )
+    typer.echo(
+        f"  images/s   pipeline {result['images_per_second']['pipeline']}, bare forward "
+        f"{result['images_per_second']['forward']} ({result['pipeline_vs_forward_images']:.0%})"
+    )
+    typer.echo(
+        f"  captions/s pipeline {result['captions_per_second']['pipeline']}, bare forward "
+        f"{result['captions_per_second']['forward']}"
+    )

@@ -1,0 +1,128 @@
+"""How fast a model embeds on this machine: the pipeline against the bare forward, on generated
+DeepFashion-sized data. Used by ``fashion-retrieval bench`` and by benchmarks/embed_throughput.py."""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fashion_retrieval.config import EmbedConfig, ModelConfig, auto_batch_sizes, default_workers
+from fashion_retrieval.data.synthetic import render_item, sample_items
+from fashion_retrieval.model.features import image_features, text_features
+
+DEEPFASHION_SIZE = (750, 1101)
+
+
+def deepfashion_caption(i: int) -> str:
+    """About DeepFashion-MultiModal's caption length (~40 words, 3 sentences)."""
+    items = sample_items(3, seed=i)
+    return " ".join(x.caption for x in items) + " There is an accessory on her wrist. The outfit is casual."
+
+
+def make_benchmark_catalog(folder: Path, n: int) -> Path:
+    """``n`` JPEGs at DeepFashion's size with DeepFashion-length captions, in its CSV layout."""
+    images = folder / "selected_images"
+    images.mkdir(parents=True, exist_ok=True)
+    with open(folder / "labels_front.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_id", "caption", "path", "gender", "product_type", "product_id", "image_type"])
+        for i, item in enumerate(sample_items(n, seed=1)):
+            render_item(item, 256, i).resize(DEEPFASHION_SIZE).save(images / f"{i}.jpg", quality=90)
+            writer.writerow([f"{i}", deepfashion_caption(i), f"{i}.jpg", item.gender, "x", f"p{i}", "front"])
+    return folder / "labels_front.csv"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@torch.inference_mode()
+def forward_images_per_second(encoder, pixels: torch.Tensor, batches: int) -> float:
+    """The bare vision forward on ready tensors: the ceiling for the pipeline at this batch size."""
+    sync(encoder.device)
+    start = time.perf_counter()
+    for _ in range(batches):
+        image_features(encoder.model, pixels)
+    sync(encoder.device)
+    return batches * len(pixels) / (time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def forward_captions_per_second(encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor, batches: int) -> float:
+    """The plain text encoder on one fixed batch, repeated."""
+    sync(encoder.device)
+    start = time.perf_counter()
+    for _ in range(batches):
+        text_features(encoder.model, input_ids, attention_mask)
+    sync(encoder.device)
+    return batches * len(input_ids) / (time.perf_counter() - start)
+
+
+def ready_inputs(encoder, paths: list[str], captions: list[str], batch_size: int, text_batch_size: int):
+    """One preprocessed image batch and one tokenized caption batch on the encoder's device."""
+    pixels = np.stack([encoder.preprocess(Image.open(p).convert("RGB")) for p in paths[:batch_size]])
+    tokens = encoder.tokenize(captions[:text_batch_size])
+    return (
+        torch.from_numpy(pixels).to(encoder.device, dtype=encoder.loaded.dtype),
+        tokens["input_ids"].to(encoder.device),
+        tokens["attention_mask"].to(encoder.device),
+    )
+
+
+def measure_throughput(
+    encoder,
+    *,
+    images: int = 8,
+    captions: int = 64,
+    batch_size: int | None = None,
+    text_batch_size: int | None = None,
+    workers: int | None = None,
+) -> dict:
+    """Pipeline vs bare forward for ``encoder`` on generated data (a quick look; benchmarks/ has the full run)."""
+    from fashion_retrieval.pipeline.embed import embed_catalog
+
+    image_batch, text_batch = auto_batch_sizes(encoder.device.type)
+    batch_size, text_batch_size = batch_size or image_batch, text_batch_size or text_batch
+    work = Path(tempfile.mkdtemp(prefix="fashion-bench-"))
+    n = max(images, captions)
+    catalog = make_benchmark_catalog(work / "catalog", n)
+    paths = [str(work / "catalog" / "selected_images" / f"{i}.jpg") for i in range(n)]
+    texts = [deepfashion_caption(i) for i in range(n)]
+    encoder.encode_batch_images(paths[:1], batch_size=1)  # warm-up
+    encoder.encode_batch_texts(texts[:4])
+    pixels, ids, mask = ready_inputs(encoder, paths, texts, batch_size, text_batch_size)
+    ceiling_images = forward_images_per_second(encoder, pixels, max(1, images // batch_size))
+    ceiling_captions = forward_captions_per_second(encoder, ids, mask, max(1, captions // text_batch_size))
+    config = EmbedConfig(
+        catalog=str(catalog),
+        model=ModelConfig(encoder.identity.base),
+        out=str(work / "out"),
+        batch_size=batch_size,
+        text_batch_size=text_batch_size,
+        workers=default_workers() if workers is None else workers,
+        limit=images,
+        shard_size=images,
+    )
+    summary = embed_catalog(config, encoder=encoder, progress=False)
+    start = time.perf_counter()
+    encoder.encode_batch_texts(texts[:captions], batch_size=text_batch_size)
+    pipeline_captions = captions / (time.perf_counter() - start)
+    return {
+        "device": str(encoder.device),
+        "dtype": str(encoder.loaded.dtype),
+        "images": images,
+        "captions": captions,
+        "batch_size": batch_size,
+        "text_batch_size": text_batch_size,
+        "images_per_second": {"pipeline": summary["images_per_second"], "forward": round(ceiling_images, 3)},
+        "captions_per_second": {"pipeline": round(pipeline_captions, 3), "forward": round(ceiling_captions, 3)},
+        "pipeline_vs_forward_images": round(summary["images_per_second"] / ceiling_images, 3),
+        "stage_seconds": summary["stage_seconds"],
+    }

@@ -12,6 +12,7 @@ from fashion_retrieval.data.images import ImageInput, ImagePreprocessor, open_im
 from fashion_retrieval.errors import ImageError
 from fashion_retrieval.model.features import FastTextEncoder, image_features
 from fashion_retrieval.model.loading import LoadedModel, load_model
+from fashion_retrieval.model.packed_linear import pack_linears
 
 
 def _as_matrix(vectors: np.ndarray) -> np.ndarray:
@@ -31,6 +32,8 @@ class FashionEmbeddingModel:
     ``model_path`` is the fine-tuned checkpoint (the original ``best_model.pth``, a PEFT adapter,
     a state dict ...) or None when ``processor_path`` already holds the fine-tuned weights;
     ``processor_path`` is the base BLIP folder (model config, image processor, tokenizer).
+    ``fast_cpu`` (fp32 on an x86 CPU) runs the Linear layers through prepacked oneDNN kernels: the same
+    vectors within fp32 rounding, about twice as fast on AMD CPUs; pass False for PyTorch's own path.
     """
 
     def __init__(
@@ -41,16 +44,18 @@ class FashionEmbeddingModel:
         *,
         lora_alpha: float = 32.0,
         dtype: str | None = "auto",
+        fast_cpu: bool = True,
     ) -> None:
-        self._init_from(load_model(processor_path, model_path, lora_alpha=lora_alpha, device=device, dtype=dtype))
+        loaded = load_model(processor_path, model_path, lora_alpha=lora_alpha, device=device, dtype=dtype)
+        self._init_from(loaded, fast_cpu)
 
     @classmethod
-    def from_loaded(cls, loaded: LoadedModel) -> FashionEmbeddingModel:
+    def from_loaded(cls, loaded: LoadedModel, *, fast_cpu: bool = True) -> FashionEmbeddingModel:
         self = cls.__new__(cls)
-        self._init_from(loaded)
+        self._init_from(loaded, fast_cpu)
         return self
 
-    def _init_from(self, loaded: LoadedModel) -> None:
+    def _init_from(self, loaded: LoadedModel, fast_cpu: bool) -> None:
         self.loaded = loaded
         self.model = loaded.model
         self.processor = loaded.processor
@@ -60,6 +65,9 @@ class FashionEmbeddingModel:
         self.preprocess = ImagePreprocessor.from_processor(loaded.processor)
         self.max_text_length = int(loaded.identity.preprocessing["max_text_length"])
         self._text_features = FastTextEncoder()
+        # fp32 on CPU: Linear layers through prepacked oneDNN kernels (2x MKL's speed on AMD CPUs).
+        on_cpu = self.device.type == "cpu" and loaded.dtype == torch.float32
+        self.packed_layers = pack_linears(self.model) if fast_cpu and on_cpu else 0
 
     @property
     def embed_dim(self) -> int:

@@ -114,6 +114,7 @@ def embed_catalog(config: EmbedConfig, *, encoder: FashionEmbeddingModel | None 
             batch_size=config.batch_size,
             workers=min(config.workers, max(1, len(todo) // config.batch_size)),
             on_error=config.on_error,
+            idle_priority=encoder.device.type == "cpu",
         )
         batches = stages.timed(batches, clock, "read")
         encoded = stages.timed(stages.encode_images(batches, encoder, config.on_error), clock, "encode_images")

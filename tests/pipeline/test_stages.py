@@ -1,0 +1,42 @@
+"""Decoding workers: one thread each, and on a CPU model at idle priority (they fill the model's idle time)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fashion_retrieval.data.images import ImagePreprocessor, open_image
+from fashion_retrieval.pipeline.stages import read_images
+from tests.helpers import write_image
+
+PROBE = """
+import os, torch
+from fashion_retrieval.pipeline import stages
+stages.{init}(0)
+print(os.sched_getscheduler(0) == os.SCHED_IDLE, torch.get_num_threads())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
+@pytest.mark.parametrize(("init", "idle"), [("_idle_decode_worker", True), ("_decode_worker", False)])
+def test_worker_priority_and_threads(init, idle):
+    out = subprocess.run([sys.executable, "-c", PROBE.format(init=init)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(idle), "1"]
+
+
+@pytest.mark.parametrize("idle_priority", [True, False])
+def test_read_images_keeps_catalogue_order_with_workers(tmp_path, idle_priority):
+    paths = [str(write_image(tmp_path / f"{i}.jpg", (25 * i, 100, 250 - 25 * i))) for i in range(9)]
+    preprocess = ImagePreprocessor(16, 16, 3, 1 / 255, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    indices = np.array([2, 3, 4, 5, 6, 7, 8])
+    batches = list(
+        read_images(paths, indices, preprocess, batch_size=2, workers=2, on_error="skip", idle_priority=idle_priority)
+    )
+    assert np.concatenate([b.indices for b in batches]).tolist() == indices.tolist()
+    # each row is its own image, decoded in a worker
+    pixels = np.concatenate([b.pixels.numpy() for b in batches])
+    np.testing.assert_allclose(pixels[3], preprocess(open_image(paths[5])), atol=1e-6)

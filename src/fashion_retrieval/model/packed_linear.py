@@ -3,7 +3,7 @@
 PyTorch's CPU ``nn.Linear`` calls MKL's sgemm, which on AMD CPUs runs its AVX2 code: on this machine's
 AMD EPYC (AVX-512) it reaches ~200 GFLOP/s on BLIP's shapes, while oneDNN, which picks its kernels by
 instruction set rather than vendor, reaches ~460 GFLOP/s on the same matrices. BLIP spends ~90% of its
-time in Linear layers, so packing them doubles caption throughput and speeds images up ~1.6x
+time in Linear layers, so packing them doubles caption throughput and speeds images up ~1.5x
 (benchmarks/embed_throughput.py). Outputs equal ``nn.Linear``'s within fp32 rounding; each layer is
 checked against ``F.linear`` when packed and stays plain if the check fails.
 """

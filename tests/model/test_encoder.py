@@ -124,7 +124,7 @@ def test_encoder_does_not_change_model_mode(encoder, images):
 
 
 def test_cls_only_last_layer_equals_the_full_text_encoder(encoder):
-    from fashion_retrieval.model.features import FastTextEncoder, text_features, text_features_cls_only
+    from fashion_retrieval.model.features import CheckedFastPath, text_features, text_features_cls_only
 
     texts = ["dress", CAPTIONS[1] + " " + CAPTIONS[0], CAPTIONS[2]]  # padding inside the batch
     tokens = encoder.tokenize(texts)
@@ -132,6 +132,34 @@ def test_cls_only_last_layer_equals_the_full_text_encoder(encoder):
     with torch.no_grad():
         full = text_features(encoder.model, ids, mask).numpy()
         np.testing.assert_allclose(text_features_cls_only(encoder.model, ids, mask).numpy(), full, atol=1e-5)
-    fast = FastTextEncoder()
+    fast = CheckedFastPath(text_features_cls_only, text_features)
     fast(encoder.model, ids, mask)
     assert fast.verified is True  # the encoder uses the cheaper path on this model
+
+
+def test_fused_vision_path_equals_the_vision_model(encoder):
+    from fashion_retrieval.model.features import CheckedFastPath, image_features, image_features_fast
+
+    size = encoder.preprocess.height
+    pixels = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full = image_features(encoder.model, pixels)
+        torch.testing.assert_close(image_features_fast(encoder.model, pixels), full, atol=1e-5, rtol=0)
+        assert (full[0] - full[1]).abs().max() > 1e-3  # different images, different vectors
+    fast = CheckedFastPath(image_features_fast, image_features)
+    fast(encoder.model, pixels)
+    assert fast.verified is True
+
+
+def test_a_fast_path_that_disagrees_is_not_used(encoder):
+    from fashion_retrieval.model.features import CheckedFastPath, image_features
+
+    pixels = torch.randn(1, 3, encoder.preprocess.height, encoder.preprocess.width)
+    wrong = CheckedFastPath(lambda model, x: -image_features(model, x), image_features)
+    broken = CheckedFastPath(lambda model, x: model.no_such_module(x), image_features)
+    with torch.no_grad():
+        want = image_features(encoder.model, pixels)
+        for path in (wrong, broken):
+            for _ in range(2):  # the checking call and the next one both give the plain vectors
+                torch.testing.assert_close(path(encoder.model, pixels), want)
+            assert path.verified is False

@@ -10,7 +10,13 @@ import torch
 
 from fashion_retrieval.data.images import ImageInput, ImagePreprocessor, open_image, placeholder_image
 from fashion_retrieval.errors import ImageError
-from fashion_retrieval.model.features import FastTextEncoder, image_features
+from fashion_retrieval.model.features import (
+    CheckedFastPath,
+    image_features,
+    image_features_fast,
+    text_features,
+    text_features_cls_only,
+)
 from fashion_retrieval.model.loading import LoadedModel, load_model
 from fashion_retrieval.model.packed_linear import pack_linears
 
@@ -64,7 +70,8 @@ class FashionEmbeddingModel:
         self.identity = loaded.identity
         self.preprocess = ImagePreprocessor.from_processor(loaded.processor)
         self.max_text_length = int(loaded.identity.preprocessing["max_text_length"])
-        self._text_features = FastTextEncoder()
+        self._text_features = CheckedFastPath(text_features_cls_only, text_features)
+        self._image_features = CheckedFastPath(image_features_fast, image_features)
         # fp32 on CPU: Linear layers through prepacked oneDNN kernels (2x MKL's speed on AMD CPUs).
         on_cpu = self.device.type == "cpu" and loaded.dtype == torch.float32
         self.packed_layers = pack_linears(self.model) if fast_cpu and on_cpu else 0
@@ -78,7 +85,7 @@ class FashionEmbeddingModel:
     def encode_pixels(self, pixel_values: np.ndarray | torch.Tensor) -> np.ndarray:
         """Embed preprocessed images [N, 3, H, W]; float32 [N, D], L2-normalised."""
         pixels = torch.as_tensor(pixel_values).to(self.device, dtype=self.loaded.dtype, non_blocking=True)
-        return image_features(self.model, pixels).cpu().numpy()
+        return self._image_features(self.model, pixels).cpu().numpy()
 
     @torch.inference_mode()
     def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> np.ndarray:

@@ -5,6 +5,8 @@ python -m benchmarks.batch_sweep
 
 from __future__ import annotations
 
+import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -16,28 +18,44 @@ from fashion_retrieval.model.encoder import FashionEmbeddingModel
 from fashion_retrieval.pipeline.throughput import deepfashion_caption
 
 
+def images_per_second(encoder, pixels: torch.Tensor, size: int) -> float:
+    start = time.perf_counter()
+    for s in range(0, len(pixels), size):
+        encoder.encode_pixels(pixels[s : s + size])
+    return len(pixels) / (time.perf_counter() - start)
+
+
+def captions_per_second(encoder, captions: list[str], size: int) -> float:
+    start = time.perf_counter()
+    encoder.encode_batch_texts(captions, batch_size=size)
+    return len(captions) / (time.perf_counter() - start)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repeats; the median is reported")
+    args = parser.parse_args()
     base = build_base_sized_blip(Path(tempfile.mkdtemp(prefix="bench-sweep-")) / "base")
     encoder = FashionEmbeddingModel(None, base)
     pixels = torch.randn(8, 3, 384, 384, dtype=encoder.loaded.dtype, device=encoder.device)
-    images = {}
-    encoder.encode_pixels(pixels[:1])  # warm-up, and the fast path's check
-    for size in (1, 2, 4, 8):
-        start = time.perf_counter()
-        for s in range(0, 8, size):
-            encoder.encode_pixels(pixels[s : s + size])
-        images[size] = round(8 / (time.perf_counter() - start), 3)
     captions = [deepfashion_caption(i) for i in range(256)]
+    encoder.encode_pixels(pixels[:1])  # warm-up, and the fast paths' checks
     encoder.encode_batch_texts(captions[:16])
-    texts = {}
-    for size in (8, 16, 32, 64, 128):
-        start = time.perf_counter()
-        encoder.encode_batch_texts(captions, batch_size=size)
-        texts[size] = round(256 / (time.perf_counter() - start), 2)
+    image_runs: dict[int, list[float]] = {size: [] for size in (1, 2, 4, 8)}
+    text_runs: dict[int, list[float]] = {size: [] for size in (8, 16, 32, 64, 128)}
+    # Every size once per round, so drift of a shared machine spreads over all of them.
+    for _ in range(args.rounds):
+        for size, runs in image_runs.items():
+            runs.append(images_per_second(encoder, pixels, size))
+        for size, runs in text_runs.items():
+            runs.append(captions_per_second(encoder, captions, size))
+    images = {size: round(statistics.median(runs), 3) for size, runs in image_runs.items()}
+    texts = {size: round(statistics.median(runs), 2) for size, runs in text_runs.items()}
     write_result(
         "batch_sweep_cpu" if encoder.device.type == "cpu" else "batch_sweep_gpu",
         {
-            "command": "python -m benchmarks.batch_sweep",
+            "command": f"python -m benchmarks.batch_sweep --rounds {args.rounds}",
+            "note": f"medians of {args.rounds} interleaved rounds; the encoder's own path (as the pipeline runs it)",
             "device": str(encoder.device),
             "images_per_second_by_batch": images,
             "captions_per_second_by_batch": texts,

@@ -97,6 +97,11 @@ def test_modes_and_exif(tmp_path, encoder):
     exif[0x0112] = 6  # rotate 90 degrees on display
     rotated.save(tmp_path / "rot.jpg", exif=exif)
     assert open_image(tmp_path / "rot.jpg").size == (10, 20)
+    # a caller's own PIL image is turned on a copy and left as it was
+    with Image.open(tmp_path / "rot.jpg") as theirs:
+        theirs.load()
+        assert open_image(theirs).size == (10, 20)
+        assert theirs.size == (20, 10) and theirs.getexif().get(0x0112) == 6
 
 
 def test_bad_single_images_raise_naming_the_file(tmp_path, encoder):

@@ -6,6 +6,7 @@ Each stage is timed by ``timed``; the runner in ``embed.py`` wires them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -18,6 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 from fashion_retrieval.data.images import ImagePreprocessor, open_image, placeholder_image
 from fashion_retrieval.errors import ImageError
 from fashion_retrieval.pipeline.writer import STATUS_FAILED, STATUS_OK, STATUS_PLACEHOLDER, Shard
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
 @dataclass
@@ -95,9 +98,23 @@ def _collate(rows: list) -> ImageBatch:
     )
 
 
+def _keep_freed_memory() -> None:
+    """Let glibc keep freed large blocks instead of unmapping them.
+
+    A worker allocates the same few large buffers for every image (the decoded image, its resized copy,
+    the float arrays); by default glibc hands each back to the OS when freed, and the next image page-faults
+    it in again. Keeping them cuts decode + preprocess from 13.1 to 7.9 ms per 750x1101 JPEG here. Only in
+    the pipeline's own worker processes, never in the caller's."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 256 << 20)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+
+
 def _decode_worker(_: int) -> None:
     """A decoding worker: one thread (decoding is per image; the model owns the cores' threads)."""
     torch.set_num_threads(1)
+    _keep_freed_memory()
 
 
 def _idle_decode_worker(worker_id: int) -> None:

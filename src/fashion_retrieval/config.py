@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
-# Measured on a 2-core CPU with a BLIP-base-sized model and oneDNN-packed Linear layers
-# (python -m benchmarks.batch_sweep, benchmarks/results/batch_sweep_cpu.json): images 2.03 / 2.12 / 2.07 /
-# 1.90 img/s at batch 1 / 2 / 4 / 8, and in the pipeline batch 1 and 2 tie (2.13 vs 2.09 img/s) while batch 2
-# hides decoding better (0.98 vs 0.95 of the bare forward: benchmarks/results/embed_throughput_cpu*.json);
-# captions peak at 16-32 (45-46/s, 38 at 128). GPUs want large batches.
-AUTO_BATCH = {"cpu": (2, 16), "mps": (16, 64), "cuda": (128, 256)}
+# Measured on a 2-core CPU with a BLIP-base-sized model, as the encoder runs it (fused vision attention,
+# oneDNN-packed Linear layers): python -m benchmarks.batch_sweep (benchmarks/results/batch_sweep_cpu.json,
+# medians of 3 rounds) gives 3.57 / 3.65 / 3.74 / 3.75 img/s at batch 1 / 2 / 4 / 8, and the pipeline ran
+# 3.54 img/s at batch 4 against 3.47 at batch 2; captions peak at 16-32 (47/s, 39 at 128). GPUs want
+# large batches.
+AUTO_BATCH = {"cpu": (4, 16), "mps": (16, 64), "cuda": (128, 256)}
 
 
 def auto_batch_sizes(device_type: str) -> tuple[int, int]:

@@ -166,7 +166,9 @@ def encode_images(batches: Iterable[ImageBatch], encoder, on_error: str) -> Iter
             raise ImageError(batch.reasons[int(np.argmax(batch.status == STATUS_FAILED))])
         keep = batch.status != STATUS_FAILED
         vectors = np.zeros((len(batch.indices), encoder.embed_dim), np.float32)
-        if keep.any():
+        if keep.all():  # the usual case: no copy of the batch
+            vectors[:] = encoder.encode_pixels(batch.pixels)
+        elif keep.any():
             vectors[keep] = encoder.encode_pixels(batch.pixels[torch.from_numpy(keep)])
         batch.vectors = vectors
         yield batch

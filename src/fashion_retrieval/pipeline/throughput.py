@@ -44,30 +44,29 @@ def sync(device: torch.device) -> None:
 
 
 @torch.inference_mode()
+def _items_per_second(encoder, run, inputs: tuple[torch.Tensor, ...], batches: int) -> float:
+    """``run(*inputs)`` repeated ``batches`` times: items (rows of the first input) per second."""
+    sync(encoder.device)
+    start = time.perf_counter()
+    for _ in range(batches):
+        run(*inputs)
+    sync(encoder.device)
+    return batches * len(inputs[0]) / (time.perf_counter() - start)
+
+
 def forward_images_per_second(encoder, pixels: torch.Tensor, batches: int, *, plain: bool = False) -> float:
     """The bare forward on ready tensors: the encoder's own (the pipeline's ceiling at this batch size), or
     with ``plain`` the model's vision tower as transformers runs it."""
     run = (lambda x: image_features(encoder.model, x)) if plain else encoder.encode_pixels
-    sync(encoder.device)
-    start = time.perf_counter()
-    for _ in range(batches):
-        run(pixels)
-    sync(encoder.device)
-    return batches * len(pixels) / (time.perf_counter() - start)
+    return _items_per_second(encoder, run, (pixels,), batches)
 
 
-@torch.inference_mode()
 def forward_captions_per_second(
     encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor, batches: int, *, plain: bool = False
 ) -> float:
     """The text encoder on one fixed batch, repeated: the encoder's own path, or with ``plain`` transformers'."""
     run = (lambda i, m: text_features(encoder.model, i, m)) if plain else encoder.encode_tokens
-    sync(encoder.device)
-    start = time.perf_counter()
-    for _ in range(batches):
-        run(input_ids, attention_mask)
-    sync(encoder.device)
-    return batches * len(input_ids) / (time.perf_counter() - start)
+    return _items_per_second(encoder, run, (input_ids, attention_mask), batches)
 
 
 def ready_inputs(encoder, paths: list[str], captions: list[str], batch_size: int, text_batch_size: int):

@@ -53,8 +53,9 @@ class PackedLinear(nn.Linear):
 
     def _weight_packed(self) -> torch.Tensor | None:
         """The prepacked weight, packed again if the weight changed; None if packing is unusable here."""
-        if self._packed_for != self._weight_key():
-            self._packed, self._packed_for = self._pack(), self._weight_key()
+        key = self._weight_key()
+        if self._packed_for != key:
+            self._packed, self._packed_for = self._pack(), key
         return self._packed
 
     @torch.no_grad()

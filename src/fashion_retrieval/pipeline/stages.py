@@ -166,10 +166,10 @@ def encode_images(batches: Iterable[ImageBatch], encoder, on_error: str) -> Iter
             raise ImageError(batch.reasons[int(np.argmax(batch.status == STATUS_FAILED))])
         keep = batch.status != STATUS_FAILED
         vectors = np.zeros((len(batch.indices), encoder.embed_dim), np.float32)
-        if keep.all():  # the usual case: no copy of the batch
-            vectors[:] = encoder.encode_pixels(batch.pixels)
-        elif keep.any():
-            vectors[keep] = encoder.encode_pixels(batch.pixels[torch.from_numpy(keep)])
+        if keep.any():
+            # the usual case, every image decoded, needs no copy of the batch
+            pixels = batch.pixels if keep.all() else batch.pixels[torch.from_numpy(keep)]
+            vectors[keep] = encoder.encode_pixels(pixels)
         batch.vectors = vectors
         yield batch
 

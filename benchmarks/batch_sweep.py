@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import build_base_sized_blip, write_result
+from fashion_retrieval.bench.data import deepfashion_caption
 from fashion_retrieval.model.encoder import FashionEmbeddingModel
-from fashion_retrieval.pipeline.throughput import deepfashion_caption
 
 
 def images_per_second(encoder, pixels: torch.Tensor, size: int) -> float:

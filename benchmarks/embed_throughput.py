@@ -27,18 +27,17 @@ import torch
 from PIL import Image
 
 from benchmarks.common import build_base_sized_blip, write_result
+from fashion_retrieval.bench.data import deepfashion_caption, make_benchmark_catalog
+from fashion_retrieval.bench.throughput import (
+    forward_captions_per_second,
+    forward_images_per_second,
+    ready_inputs,
+    sync,
+)
 from fashion_retrieval.config import EmbedConfig, ModelConfig, default_workers
 from fashion_retrieval.model.encoder import FashionEmbeddingModel
 from fashion_retrieval.model.features import image_features, text_features
 from fashion_retrieval.pipeline.embed import embed_catalog
-from fashion_retrieval.pipeline.throughput import (
-    deepfashion_caption,
-    forward_captions_per_second,
-    forward_images_per_second,
-    make_benchmark_catalog,
-    ready_inputs,
-    sync,
-)
 
 
 def loop_images_per_second(encoder: FashionEmbeddingModel, paths: list[str]) -> float:
@@ -47,7 +46,7 @@ def loop_images_per_second(encoder: FashionEmbeddingModel, paths: list[str]) -> 
     with torch.inference_mode():
         for path in paths:
             inputs = encoder.processor(images=Image.open(path).convert("RGB"), return_tensors="pt")
-            image_features(encoder.model, inputs["pixel_values"].to(encoder.device, dtype=encoder.loaded.dtype))
+            image_features(encoder.model, inputs["pixel_values"].to(encoder.device, dtype=encoder.dtype))
     sync(encoder.device)
     return len(paths) / (time.perf_counter() - start)
 
@@ -148,7 +147,7 @@ def main() -> None:
             + f" --name {args.name}",
             "model": "BLIP-base-sized BlipForImageTextRetrieval, random weights, 384 px",
             "device": str(fast.device),
-            "dtype": str(fast.loaded.dtype),
+            "dtype": str(fast.dtype),
             "packed_linear_layers": fast.packed_layers,
             "images": args.images,
             "captions": args.captions,

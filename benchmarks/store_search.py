@@ -21,7 +21,7 @@ import pandas as pd
 
 from benchmarks.common import write_result
 from benchmarks.milvus_engine import make_vectors, percentiles, queries
-from fashion_retrieval.pipeline.writer import EmbeddingSet
+from fashion_retrieval.embeddings import EmbeddingSet
 from fashion_retrieval.store.memory import MemoryStore
 
 FILTERS = {"gender": ["WOMEN"], "product_type": ["Dresses", "Skirts"]}

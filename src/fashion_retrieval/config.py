@@ -47,8 +47,20 @@ class EmbedConfig:
     limit: int | None = None
     overwrite: bool = False
     shard_size: int = 1024
+    # engine: "local" (this process: decoding workers + one encoder) or "ray" (Ray Data, pipeline/ray_engine.py)
+    engine: str = "local"
+    ray_address: str | None = None  # None: start a local Ray instance; "auto" or "ray://host:10001": join one
+    actors: int | None = None  # encoder actors (None: one per GPU, else one)
+    gpus_per_actor: float = 0.0
+    cpus_per_actor: float | None = None  # None: what the machine allows beside the decoding tasks
 
     def __post_init__(self) -> None:
+        if self.engine not in ("local", "ray"):
+            raise ValueError(f"--engine {self.engine!r}: use local or ray")
+        if self.actors is not None and self.actors < 1:
+            raise ValueError("--actors must be at least 1")
+        if self.gpus_per_actor < 0 or (self.cpus_per_actor is not None and self.cpus_per_actor <= 0):
+            raise ValueError("--gpus-per-actor must be >= 0 and --cpus-per-actor > 0")
         if self.on_error not in ("skip", "placeholder", "fail"):
             raise ValueError(f"--on-error {self.on_error!r}: use skip, placeholder or fail")
         if min(self.batch_size or 1, self.text_batch_size or 1, self.shard_size) < 1:

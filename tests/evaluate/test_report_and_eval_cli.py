@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from fashion_retrieval.cli import app
+from fashion_retrieval.embeddings import load_embeddings
 from fashion_retrieval.evaluate.evaluate import EvalConfig, evaluate_embeddings
 from fashion_retrieval.evaluate.metrics import recall_report
 from fashion_retrieval.evaluate.report import ReportConfig, write_report
-from fashion_retrieval.pipeline.writer import load_embeddings
 from tests.serve.test_page import ARTIFACTS, launch_chromium
 from tests.store.conftest import embeddings_dir, store_catalog, store_encoder  # noqa: F401
 

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from fashion_retrieval.pipeline.writer import load_embeddings
+from fashion_retrieval.embeddings import load_embeddings
 from fashion_retrieval.serve.app import ServeConfig, create_app
 from tests.helpers import ServedIndex, jpeg_bytes
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fashion_retrieval.pipeline.writer import load_embeddings
+from fashion_retrieval.embeddings import load_embeddings
 from tests.helpers import ServedIndex
 
 CHROMIUM = "/usr/bin/chromium"

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from fashion_retrieval import Searcher, open_store
 from fashion_retrieval.config import EmbedConfig, ModelConfig
+from fashion_retrieval.embeddings import load_embeddings
 from fashion_retrieval.errors import ModelMismatchError, QueryError, StoreError
 from fashion_retrieval.model.rerank import itm_scores
 from fashion_retrieval.pipeline.embed import embed_catalog
-from fashion_retrieval.pipeline.writer import load_embeddings
 from fashion_retrieval.search.fusion import rrf
 from fashion_retrieval.store.base import Hit, milvus_filter
 from fashion_retrieval.store.indexer import IndexConfig, index_embeddings

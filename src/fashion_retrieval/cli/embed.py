@@ -125,8 +125,8 @@ def bench(
     as_json: JsonOpt = False,
 ) -> None:
     """How fast your model embeds here: the pipeline against the bare forward, on generated data."""
+    from fashion_retrieval.bench.throughput import measure_throughput
     from fashion_retrieval.model.encoder import FashionEmbeddingModel
-    from fashion_retrieval.pipeline.throughput import measure_throughput
 
     encoder = FashionEmbeddingModel(checkpoint, base, device, lora_alpha=lora_alpha, dtype=dtype)
     result = measure_throughput(encoder, images=images, captions=captions, batch_size=batch_size)

@@ -53,7 +53,7 @@ def schema(
                     "schema create needs --embeddings DIR (it takes the model identity, dimension "
                     "and attributes from it)"
                 )
-            from fashion_retrieval.pipeline.writer import load_embeddings
+            from fashion_retrieval.embeddings import load_embeddings
             from fashion_retrieval.store.base import BASE_FIELDS
 
             data = load_embeddings(embeddings, mmap=True)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fashion_retrieval.embeddings import EmbeddingSet, load_embeddings
 from fashion_retrieval.errors import FashionRetrievalError
 from fashion_retrieval.evaluate.metrics import recall_report, retrieval_ranks, summarize
-from fashion_retrieval.pipeline.writer import EmbeddingSet, load_embeddings
+from fashion_retrieval.ranking import top_k_indices
 
 BREAKDOWN_MAX_VALUES = 50
 
@@ -68,7 +69,7 @@ def attribute_precision(data: EmbeddingSet, rows: np.ndarray, attributes: Sequen
     meta = data.metadata
     keys = np.array(["\x1f".join(r) for r in meta[list(attributes)].astype(str).itertuples(index=False)])
     scores = data.text_embeddings[rows] @ data.image_embeddings.T
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top = top_k_indices(scores, k)
     return float(np.mean(keys[top] == keys[rows][:, None]))
 
 

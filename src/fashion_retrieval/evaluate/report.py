@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fashion_retrieval.embeddings import EmbeddingSet, load_embeddings
 from fashion_retrieval.evaluate.evaluate import EvalConfig, evaluate_embeddings
-from fashion_retrieval.pipeline.writer import EmbeddingSet, load_embeddings
+from fashion_retrieval.ranking import top_k_indices
 
 MAP_POINTS = 3000
 DUPLICATE_ROWS = 20000
@@ -166,7 +167,7 @@ def samples_section(data: EmbeddingSet, rng, samples: int, top_k: int = 5) -> st
     blocks = []
     for row in rows:
         scores = data.image_embeddings @ data.text_embeddings[row]
-        top = np.argsort(-scores, kind="stable")[:top_k]
+        top = top_k_indices(scores, top_k)
         cells = "".join(
             f'<figure class="{"hit" if t == row else ""}"><img src="{_thumb(meta.at[t, "path"])}" alt="">'
             f"<figcaption>{scores[t]:.3f}</figcaption></figure>"
@@ -187,10 +188,11 @@ def duplicates_section(data: EmbeddingSet, threshold: float, shown: int = 12) ->
         block = image[start : start + 2048] @ image.T
         rows, cols = np.nonzero(block > threshold)
         keep = cols > rows + start
-        count += int(keep.sum())
-        for r, c in zip(rows[keep][: shown * 4], cols[keep][: shown * 4], strict=True):
-            pairs.append((float(block[r, c]), int(r + start), int(c)))
-    pairs = sorted(pairs, reverse=True)[:shown]
+        rows, cols = rows[keep], cols[keep]
+        count += len(rows)
+        best = top_k_indices(block[rows, cols], shown)  # this block's most similar pairs, before any cut
+        pairs += [(float(block[rows[i], cols[i]]), int(rows[i] + start), int(cols[i])) for i in best]
+    pairs = sorted(pairs, key=lambda p: (-p[0], p[1], p[2]))[:shown]
     meta = data.metadata
 
     def pair_html(score: float, a: int, b: int) -> str:

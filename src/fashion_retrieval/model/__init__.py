@@ -2,7 +2,6 @@
 
 from fashion_retrieval.model.checkpoint import Checkpoint, read_checkpoint
 from fashion_retrieval.model.encoder import FashionEmbeddingModel
-from fashion_retrieval.model.identity import ModelIdentity
 from fashion_retrieval.model.loading import LoadedModel, load_model
 
-__all__ = ["Checkpoint", "FashionEmbeddingModel", "LoadedModel", "ModelIdentity", "load_model", "read_checkpoint"]
+__all__ = ["Checkpoint", "FashionEmbeddingModel", "LoadedModel", "load_model", "read_checkpoint"]

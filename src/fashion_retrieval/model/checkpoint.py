@@ -14,10 +14,10 @@ Any of them may be wrapped in a dict under ``state_dict``, ``model_state_dict`` 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +25,14 @@ from pathlib import Path
 import torch
 
 from fashion_retrieval.errors import CheckpointError
+from fashion_retrieval.files import sha256_of
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 PEFT_PREFIX = "base_model.model."
 FULL_FORMATS = {"original-lora", "full-state-dict", "hf-folder"}
+# torch.load(weights_only=True) has had bypasses: CVE-2025-32434 (fixed in 2.6) and CVE-2026-24747
+# (memory corruption in the weights-only unpickler, fixed in 2.10). Older torch may read safetensors only.
+SAFE_PICKLE_TORCH = (2, 10)
 
 
 @dataclass(frozen=True)
@@ -83,13 +87,23 @@ class Checkpoint:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        with open(file, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+    """A checkpoint's digest: the file's, or for a folder that of its files' contents in name order."""
+    return sha256_of(*sorted(p for p in path.rglob("*") if p.is_file())) if path.is_dir() else sha256_of(path)
+
+
+def torch_version() -> tuple[int, int]:
+    major, minor = re.match(r"(\d+)\.(\d+)", torch.__version__).groups()
+    return int(major), int(minor)
+
+
+def check_pickle_allowed(path: Path) -> None:
+    """Refuse pickle-based checkpoints on a torch whose weights-only unpickler has a known bypass."""
+    if torch_version() < SAFE_PICKLE_TORCH:
+        floor = ".".join(map(str, SAFE_PICKLE_TORCH))
+        raise CheckpointError(
+            f"{path}: refused: torch {torch.__version__} can be exploited by a crafted pickle checkpoint "
+            f"(CVE-2026-24747); install torch>={floor}, or convert the checkpoint to .safetensors on a safe machine"
+        )
 
 
 def _load_tensor_file(path: Path) -> object:
@@ -105,6 +119,7 @@ def _load_tensor_file(path: Path) -> object:
     # torch.save writes a zip archive; older torch a raw pickle, which starts with the PROTO opcode.
     if not (zipfile.is_zipfile(path) or head[:1] == b"\x80"):
         raise CheckpointError(f"{path}: not a PyTorch or safetensors checkpoint (unknown file signature {head!r})")
+    check_pickle_allowed(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,17 +20,15 @@ from fashion_retrieval.model.features import (
 )
 from fashion_retrieval.model.loading import LoadedModel, load_model
 from fashion_retrieval.model.packed_linear import pack_linears
+from fashion_retrieval.model.precision import Precision
+from fashion_retrieval.ranking import top_k_indices
+
+log = logging.getLogger(__name__)
 
 
 def _as_matrix(vectors: np.ndarray) -> np.ndarray:
     matrix = np.asarray(vectors, dtype=np.float32)
     return matrix[None, :] if matrix.ndim == 1 else matrix
-
-
-def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` highest scores, best first; ties keep catalogue order."""
-    k = max(0, min(int(k), scores.shape[-1]))
-    return np.argsort(-scores, kind="stable")[:k]
 
 
 class FashionEmbeddingModel:
@@ -38,8 +37,9 @@ class FashionEmbeddingModel:
     ``model_path`` is the fine-tuned checkpoint (the original ``best_model.pth``, a PEFT adapter,
     a state dict ...) or None when ``processor_path`` already holds the fine-tuned weights;
     ``processor_path`` is the base BLIP folder (model config, image processor, tokenizer).
-    ``fast_cpu`` (fp32 on an x86 CPU) runs the Linear layers through prepacked oneDNN kernels: the same
-    vectors within fp32 rounding, about twice as fast on AMD CPUs; pass False for PyTorch's own path.
+    ``dtype="auto"`` runs bf16 on CPUs with native bf16 units when a parity probe on this model keeps its
+    rankings, else fp32 (see ``model/precision.py``). ``fast_cpu`` (on an x86 CPU) runs the Linear layers
+    through prepacked oneDNN kernels: the same vectors within rounding, faster; False keeps PyTorch's path.
     """
 
     def __init__(
@@ -72,19 +72,37 @@ class FashionEmbeddingModel:
         self.max_text_length = int(loaded.identity.preprocessing["max_text_length"])
         self._text_features = CheckedFastPath(text_features_cls_only, text_features)
         self._image_features = CheckedFastPath(image_features_fast, image_features)
-        # fp32 on CPU: Linear layers through prepacked oneDNN kernels (2x MKL's speed on AMD CPUs).
-        on_cpu = self.device.type == "cpu" and loaded.dtype == torch.float32
-        self.packed_layers = pack_linears(self.model) if fast_cpu and on_cpu else 0
+        # On CPU: Linear layers through prepacked oneDNN kernels (fp32: up to 2x MKL's speed on AMD CPUs).
+        self.packed_layers = pack_linears(self.model) if fast_cpu and self.device.type == "cpu" else 0
+        if self.packed_layers:
+            log.info("%d Linear layers run through prepacked oneDNN kernels", self.packed_layers)
 
     @property
     def embed_dim(self) -> int:
         return self.identity.embed_dim
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.loaded.dtype
+
+    @property
+    def precision(self) -> Precision:
+        """The dtype the model runs in and why."""
+        return self.loaded.precision
+
+    def fast_paths(self) -> dict[str, bool | None]:
+        """Which checked fast paths are in use (None: not checked yet, before the first batch)."""
+        return {
+            "text_cls_only": self._text_features.verified,
+            "image_fused_cls_only": self._image_features.verified,
+            "packed_linear_layers": self.packed_layers,
+        }
+
     # -- tensors in, vectors out -------------------------------------------------------------
     @torch.inference_mode()
     def encode_pixels(self, pixel_values: np.ndarray | torch.Tensor) -> np.ndarray:
         """Embed preprocessed images [N, 3, H, W]; float32 [N, D], L2-normalised."""
-        pixels = torch.as_tensor(pixel_values).to(self.device, dtype=self.loaded.dtype, non_blocking=True)
+        pixels = torch.as_tensor(pixel_values).to(self.device, dtype=self.dtype, non_blocking=True)
         return self._image_features(self.model, pixels).cpu().numpy()
 
     @torch.inference_mode()

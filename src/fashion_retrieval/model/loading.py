@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +11,12 @@ from transformers import BlipForImageTextRetrieval, BlipProcessor
 from transformers.utils import logging as hf_logging
 
 from fashion_retrieval.errors import CheckpointError
+from fashion_retrieval.files import sha256_of
+from fashion_retrieval.identity import ModelIdentity
 from fashion_retrieval.model.checkpoint import Checkpoint, read_checkpoint
-from fashion_retrieval.model.identity import ModelIdentity
+from fashion_retrieval.model.precision import Precision, choose_precision
+
+log = logging.getLogger(__name__)
 
 MAX_LISTED = 5
 
@@ -24,7 +28,11 @@ class LoadedModel:
     identity: ModelIdentity
     checkpoint: Checkpoint | None
     device: torch.device
-    dtype: torch.dtype
+    precision: Precision
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.precision.dtype
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -35,26 +43,6 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     return torch.device(device)
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype in (None, "auto"):
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32  # bf16 is ~7x slower than fp32 on CPUs without AMX
-    names = {
-        "fp32": torch.float32,
-        "float32": torch.float32,
-        "fp16": torch.float16,
-        "float16": torch.float16,
-        "bf16": torch.bfloat16,
-        "bfloat16": torch.bfloat16,
-    }
-    if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}: use auto, fp32, fp16 or bf16")
-    return names[dtype]
 
 
 def _listing(items: list[str], shapes: dict[str, tuple] | None = None) -> str:
@@ -111,15 +99,9 @@ def _base_fingerprint(base: str) -> str:
     folder = Path(base)
     if not folder.is_dir():
         return base  # a hub id: the id (and its revision) is the identity
-    digest = hashlib.sha256()
-    for name in sorted(p.name for p in folder.iterdir() if p.suffix in {".json", ".safetensors", ".bin", ".txt"}):
-        if name in {"adapter_config.json"}:
-            continue
-        digest.update(name.encode())
-        with open(folder / name, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+    names = sorted(p.name for p in folder.iterdir() if p.suffix in {".json", ".safetensors", ".bin", ".txt"})
+    parts = [part for name in names if name != "adapter_config.json" for part in (name.encode(), folder / name)]
+    return sha256_of(*parts)
 
 
 def _preprocessing(processor: BlipProcessor, max_text_length: int) -> dict:
@@ -181,8 +163,6 @@ def load_model(
             "or use a retrieval base such as Salesforce/blip-itm-base-coco."
         )
     torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
-    model = model.to(device=torch_device, dtype=torch_dtype).eval()
     identity = ModelIdentity(
         base=base,
         base_fingerprint=_base_fingerprint(base),
@@ -193,4 +173,22 @@ def load_model(
         embed_dim=int(model.config.image_text_hidden_size),
         preprocessing=_preprocessing(processor, max_text_length(processor, model)),
     )
-    return LoadedModel(model, processor, identity, ckpt, torch_device, torch_dtype)
+    if ckpt:
+        log.info(
+            "loaded %s (%s): %d tensors overridden, LoRA merged into %d layers",
+            ckpt.path,
+            ckpt.format,
+            len(ckpt.weights),
+            len(ckpt.lora),
+        )
+    model = model.to(torch_device).eval()
+    model, precision = choose_precision(
+        model,
+        processor,
+        torch_device,
+        dtype,
+        identity_key=identity.key,
+        max_text_length=max_text_length(processor, model),
+    )
+    log.info("model %s on %s in %s (%s)", identity.key, torch_device, precision.name, precision.reason)
+    return LoadedModel(model.eval(), processor, identity, ckpt, torch_device, precision)

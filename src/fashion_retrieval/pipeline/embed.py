@@ -1,45 +1,47 @@
-"""Embed a whole catalogue: read -> decode (workers) -> encode -> shard -> assemble; resumable, nothing lost."""
+"""Embed a whole catalogue: read -> decode (workers) -> encode -> shard -> assemble; resumable, nothing lost.
+
+The unit of work is the shard (``shard_size`` consecutive catalogue rows), written atomically when complete.
+An engine turns the shards still to do into finished ``Shard`` objects: in this process (decoding workers +
+one encoder) or on Ray Data (``engine="ray"``, ``pipeline/ray_engine.py``). Either way the runner here owns
+the folder: it locks it, skips finished shards, writes new ones, and assembles the final files.
+"""
 
 from __future__ import annotations
 
 import json
-import platform
+import logging
 import time
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from fashion_retrieval.config import EmbedConfig, ModelConfig, auto_batch_sizes
 from fashion_retrieval.data.records import Catalog, ColumnMap, read_catalog
+from fashion_retrieval.embeddings import library_versions, load_embeddings, original_metadata, write_embeddings
 from fashion_retrieval.errors import FashionRetrievalError
-from fashion_retrieval.model.encoder import FashionEmbeddingModel
+from fashion_retrieval.files import FolderLock, remove_stale_temp_files
 from fashion_retrieval.pipeline import stages
-from fashion_retrieval.pipeline.writer import (
-    STATUS_FAILED,
-    STATUS_PLACEHOLDER,
-    ShardStore,
-    clear_outputs,
-    original_metadata,
-    write_final,
-)
+from fashion_retrieval.pipeline.writer import STATUS_FAILED, STATUS_PLACEHOLDER, Shard, ShardStore, clear_outputs
+from fashion_retrieval.progress import progress_bar
+
+log = logging.getLogger(__name__)
 
 
-def _versions() -> dict[str, str]:
-    import pymilvus
-    import torch
-    import transformers
+@dataclass
+class EmbedJob:
+    """What an engine needs to compute shards: the catalogue, the settings and the shard layout."""
 
-    from fashion_retrieval import __version__
+    config: EmbedConfig
+    catalog: Catalog
+    shard_rows: dict[int, np.ndarray]  # shard id -> catalogue rows
+    todo: list[int]  # shard ids still to compute, ascending
+    embed_dim: int
 
-    return {
-        "fashion_retrieval": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "numpy": np.__version__,
-        "pymilvus": pymilvus.__version__,
-        "python": platform.python_version(),
-    }
+    @property
+    def captions(self) -> list[str]:
+        return self.catalog.frame["caption"].tolist() if self.catalog.has_text else []
 
 
 def _run_key(config: EmbedConfig, catalog: Catalog, identity_key: str) -> dict:
@@ -53,8 +55,21 @@ def _run_key(config: EmbedConfig, catalog: Catalog, identity_key: str) -> dict:
     }
 
 
+REASONS = {
+    "model": "another model",
+    "catalog": "another catalogue, or its rows or image files changed since",
+    "items": "another number of items",
+    "on_error": "another --on-error",
+    "shard_size": "another --shard-size",
+}
+
+
 def _check_out_folder(out: Path, store: ShardStore, key: dict, overwrite: bool) -> str:
-    """'done', 'resume' or 'fresh'; refuses a folder made from another model or catalogue."""
+    """'done', 'resume' or 'fresh'; ``overwrite`` always starts fresh; a folder made from another model or
+    catalogue is refused."""
+    if overwrite:
+        clear_outputs(out)
+        return "fresh"
     manifest = out / "manifest.json"
     if manifest.is_file():
         previous, state = json.loads(manifest.read_text()).get("run_key"), "done"
@@ -64,80 +79,139 @@ def _check_out_folder(out: Path, store: ShardStore, key: dict, overwrite: bool) 
             return "fresh"
     if previous == key:
         return state
-    if overwrite:
-        clear_outputs(out)
-        return "fresh"
-    differs = sorted(k for k in key if (previous or {}).get(k) != key[k])
+    differs = [REASONS.get(k, k) for k in key if (previous or {}).get(k) != key[k]]
     raise FashionRetrievalError(
-        f"{out} holds embeddings of another run (different {', '.join(differs)}); "
-        "pass --overwrite to replace them, or choose another --out"
+        f"{out} holds embeddings of another run ({'; '.join(differs)}): "
+        "pass --overwrite to re-embed, or choose another --out"
     )
 
 
-def embed_catalog(config: EmbedConfig, *, encoder: FashionEmbeddingModel | None = None, progress: bool = True) -> dict:
-    """Run the embedding pipeline described by ``config``; returns the run summary."""
-    from tqdm.auto import tqdm
+def _local_shards(job: EmbedJob, encoder, clock: stages.StageClock, bar) -> Iterator[Shard]:
+    """The in-process engine: decoding workers feed one encoder; shards come out in catalogue order."""
+    config = job.config
+    todo = np.concatenate([job.shard_rows[k] for k in job.todo])
+    frame = job.catalog.frame
+    batches = stages.read_images(
+        frame["path"].tolist(),
+        todo,
+        encoder.preprocess,
+        batch_size=config.batch_size,
+        workers=min(config.workers, max(1, len(todo) // config.batch_size)),
+        on_error=config.on_error,
+        idle_priority=encoder.device.type == "cpu",
+    )
+    batches = stages.timed(batches, clock, "read")
+    encoded = stages.timed(stages.encode_images(batches, encoder, config.on_error), clock, "encode_images")
+    counted = stages.counted(encoded, bar)
+    shards = stages.assemble_shards(counted, job.shard_rows, config.shard_size, job.embed_dim)
+    yield from stages.timed(
+        stages.add_text_embeddings(shards, job.captions, encoder, config.text_batch_size), clock, "encode_texts"
+    )
 
+
+def _own_seconds(clock: stages.StageClock) -> dict[str, float]:
+    """Nested stages' clocks include the stages they pull from: report each stage's own time."""
+    own = dict(clock.seconds)
+    if "encode_texts" in own:
+        own["encode_texts"] -= own.get("encode_images", 0.0)
+    if "encode_images" in own:
+        own["encode_images"] -= own.get("read", 0.0)
+    return own
+
+
+def _load_encoder(config: EmbedConfig):
+    from fashion_retrieval.model.encoder import FashionEmbeddingModel
+
+    m = config.model
+    return FashionEmbeddingModel(m.checkpoint, m.base, m.device, lora_alpha=m.lora_alpha, dtype=m.dtype)
+
+
+def embed_catalog(config: EmbedConfig, *, encoder=None, progress: bool = True) -> dict:
+    """Run the embedding pipeline described by ``config``; returns the run summary.
+
+    One run per output folder at a time (a second is refused while the first lives); a run killed at any
+    point is continued by the same command, which recomputes only the shards that were not finished."""
     started = time.perf_counter()
     columns = ColumnMap(config.id_col, config.image_col, config.text_col)
     catalog = read_catalog(config.catalog, images_dir=config.images_dir, columns=columns).head(config.limit)
-    if encoder is None:
-        m = config.model
-        encoder = FashionEmbeddingModel(m.checkpoint, m.base, m.device, lora_alpha=m.lora_alpha, dtype=m.dtype)
-    image_batch, text_batch = auto_batch_sizes(encoder.device.type)
-    config = replace(
-        config, batch_size=config.batch_size or image_batch, text_batch_size=config.text_batch_size or text_batch
-    )
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    store = ShardStore(out)
-    key = _run_key(config, catalog, encoder.identity.key)
-    state = _check_out_folder(out, store, key, config.overwrite)
-    if state == "done":
-        summary = json.loads((out / "manifest.json").read_text())["summary"]
-        return {**summary, "status": "already complete", "seconds": round(time.perf_counter() - started, 3)}
-    store.write_run(key)
+    with FolderLock(out, "embed run"):
+        remove_stale_temp_files(out)
+        store = ShardStore(out)
+        if store.folder.is_dir():
+            remove_stale_temp_files(store.folder)
+        if config.engine == "ray":
+            from fashion_retrieval.pipeline.ray_engine import RayEngine
 
-    n, size = len(catalog), config.shard_size
-    shard_of = {k: np.arange(k * size, min(n, (k + 1) * size)) for k in range((n + size - 1) // size)}
-    finished = store.done() & set(shard_of)
-    todo = np.concatenate([shard_of[k] for k in sorted(set(shard_of) - finished)] or [np.zeros(0, int)])
-    frame = catalog.frame
-    captions = frame["caption"].tolist() if catalog.has_text else []
-    clock = stages.StageClock()
-    bar = tqdm(total=n, initial=n - len(todo), unit="img", desc="embedding", disable=not progress, smoothing=0.1)
-    if len(todo):
-        batches = stages.read_images(
-            frame["path"].tolist(),
-            todo,
-            encoder.preprocess,
-            batch_size=config.batch_size,
-            workers=min(config.workers, max(1, len(todo) // config.batch_size)),
-            on_error=config.on_error,
-            idle_priority=encoder.device.type == "cpu",
+            engine = RayEngine(config)
+            identity, device_type = engine.identity(), engine.device_type()
+        else:
+            encoder = encoder or _load_encoder(config)
+            engine, identity, device_type = None, encoder.identity, encoder.device.type
+        image_batch, text_batch = auto_batch_sizes(device_type)
+        config = replace(
+            config, batch_size=config.batch_size or image_batch, text_batch_size=config.text_batch_size or text_batch
         )
-        batches = stages.timed(batches, clock, "read")
-        encoded = stages.timed(stages.encode_images(batches, encoder, config.on_error), clock, "encode_images")
-        counted = stages.counted(encoded, bar)
-        shards = stages.assemble_shards(counted, shard_of, size, encoder.embed_dim)
-        shards = stages.timed(
-            stages.add_text_embeddings(shards, captions, encoder, config.text_batch_size), clock, "encode_texts"
-        )
-        for shard in shards:
-            write_start = time.perf_counter()
-            store.write(shard)
-            clock.add("write", time.perf_counter() - write_start)
-    bar.close()
-    # encode_texts' clock includes the image stages it pulls from; report each stage's own time.
-    own = dict(clock.seconds)
-    own["encode_texts"] = own.get("encode_texts", 0.0) - own.get("encode_images", 0.0)
-    own["encode_images"] = own.get("encode_images", 0.0) - own.get("read", 0.0)
-    return _assemble(config, catalog, encoder, store, shard_of, key, own, started, len(finished), len(todo))
+        key = _run_key(config, catalog, identity.key)
+        state = _check_out_folder(out, store, key, config.overwrite)
+        if state == "done":
+            summary = json.loads((out / "manifest.json").read_text())["summary"]
+            log.info("%s is already complete: nothing to do (--overwrite re-embeds)", out)
+            return {**summary, "status": "already complete", "seconds": round(time.perf_counter() - started, 3)}
+        store.write_run(key)
+        n, size = len(catalog), config.shard_size
+        shard_rows = {k: np.arange(k * size, min(n, (k + 1) * size)) for k in range((n + size - 1) // size)}
+        clock = stages.StageClock()
+        resumed = computed = 0
+        # A damaged shard found while assembling is removed and computed again (at most once).
+        for _attempt in range(2):
+            finished = store.done() & set(shard_rows)
+            todo = sorted(set(shard_rows) - finished)
+            resumed = resumed or len(finished)
+            if finished and todo:
+                log.info("resuming %s: %d of %d shards already finished", out, len(finished), len(shard_rows))
+            job = EmbedJob(config, catalog, shard_rows, todo, identity.embed_dim)
+            todo_items = sum(len(shard_rows[k]) for k in todo)
+            with progress_bar(n, "embedding", "img", enabled=progress, initial=n - todo_items) as bar:
+                if todo:
+                    shards = engine.shards(job, bar) if engine else _local_shards(job, encoder, clock, bar)
+                    for shard in shards:
+                        write_start = time.perf_counter()
+                        store.write(shard)
+                        clock.add("write", time.perf_counter() - write_start)
+            computed += todo_items
+            shards, damaged = _read_shards(store, shard_rows)
+            if not damaged:
+                break
+            log.warning("shard(s) %s were damaged on disk: computing them again", damaged)
+            for k in damaged:
+                store.path(k).unlink(missing_ok=True)
+        else:
+            raise FashionRetrievalError(f"{store.folder}: shards keep failing their check; remove the folder")
+        run = {
+            "engine": engine.describe() if engine else {"name": "local", "workers": config.workers},
+            # the dtype the vectors were computed in, and why
+            "precision": engine.precision() if engine else encoder.precision.to_dict(),
+            "resumed_shards": resumed,
+            "computed": computed,
+        }
+        return _assemble(config, catalog, identity, store, shards, key, _own_seconds(clock), started, run)
 
 
-def _assemble(config, catalog, encoder, store, shard_of, key, stage_seconds, started, resumed, computed) -> dict:
+def _read_shards(store: ShardStore, shard_rows: dict[int, np.ndarray]) -> tuple[list[Shard], list[int]]:
+    """Every shard in catalogue order, and the ids of those that are missing or fail their check."""
+    shards, damaged = [], []
+    for k in sorted(shard_rows):
+        try:
+            shards.append(store.read(k, shard_rows[k]))
+        except (OSError, ValueError, KeyError) as exc:  # a torn or foreign file (np.load raises these)
+            log.debug("shard %d unreadable: %s", k, exc)
+            damaged.append(k)
+    return shards, damaged
+
+
+def _assemble(config, catalog, identity, store, shards, key, stage_seconds, started, run) -> dict:
     out = Path(config.out)
-    shards = [store.read(k) for k in sorted(shard_of)]
     status = np.concatenate([s.status for s in shards]) if shards else np.zeros(0, np.uint8)
     reasons = [r for s in shards for r in s.reasons]
     keep = status != STATUS_FAILED
@@ -151,7 +225,7 @@ def _assemble(config, catalog, encoder, store, shard_of, key, stage_seconds, sta
         {"id": frame.at[i, "id"], "path": frame.at[i, "path"], "reason": reasons[i]}
         for i in np.flatnonzero(status == STATUS_FAILED)
     ]
-    seconds = time.perf_counter() - started
+    computed = run["computed"]
     image_seconds = stage_seconds.get("encode_images", 0.0) + stage_seconds.get("read", 0.0)
     summary = {
         "status": "done",
@@ -160,30 +234,40 @@ def _assemble(config, catalog, encoder, store, shard_of, key, stage_seconds, sta
         "embedded": int(keep.sum()),
         "failed": int((status == STATUS_FAILED).sum()),
         "placeholders": int((status == STATUS_PLACEHOLDER).sum()),
-        "resumed_shards": resumed,
-        "seconds": round(seconds, 3),
+        "resumed_shards": run["resumed_shards"],
+        "seconds": round(time.perf_counter() - started, 3),
         "computed": computed,
         "images_per_second": round(computed / image_seconds, 3) if image_seconds and computed else None,
         "captions_per_second": round(computed / stage_seconds["encode_texts"], 3)
         if computed and text is not None and stage_seconds.get("encode_texts")
         else None,
         "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
+        "engine": run["engine"]["name"],
     }
     manifest = {
-        "format": "fashion-retrieval/embeddings@1",
-        "model": encoder.identity.to_dict(),
-        "dim": encoder.embed_dim,
+        "model": identity.to_dict(),
+        "dim": identity.embed_dim,
         "has_text": text is not None,
         "attributes": catalog.attributes,
         "catalog": {"source": catalog.source, "images_root": catalog.images_root, "fingerprint": catalog.fingerprint},
         "run_key": key,
         "config": config.to_dict(),
-        "versions": _versions(),
+        "engine": run["engine"],
+        "precision": run["precision"],
+        "versions": library_versions(),
         "summary": summary,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    write_final(out, image, text, kept, failures, manifest)
+    write_embeddings(out, image, text, kept, failures, manifest)
     store.remove()
+    log.info(
+        "embedded %d of %d items (%d failed) into %s in %.1f s",
+        summary["embedded"],
+        summary["items"],
+        summary["failed"],
+        out,
+        summary["seconds"],
+    )
     return summary
 
 
@@ -198,14 +282,11 @@ def create_dataset_embeddings(csv_path, model_path, processor_path, output_dir="
     model = ModelConfig(
         base=str(processor_path), checkpoint=None if model_path is None else str(model_path), **model_fields
     )
-    options.setdefault("progress", True)
-    progress = options.pop("progress")
+    progress = options.pop("progress", True)
     config = EmbedConfig(catalog=str(csv_path), model=model, out=str(output_dir), **options)
     embed_catalog(config, progress=progress)
-    from fashion_retrieval.pipeline.writer import load_embeddings
-
     result = load_embeddings(output_dir)
     return result.image_embeddings, result.text_embeddings, original_metadata(result.metadata)
 
 
-__all__ = ["create_dataset_embeddings", "embed_catalog", "EmbedConfig", "ModelConfig"]
+__all__ = ["EmbedJob", "create_dataset_embeddings", "embed_catalog"]

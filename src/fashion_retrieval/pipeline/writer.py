@@ -1,62 +1,25 @@
-"""The embeddings folder: shards written atomically while running, final files assembled at the end.
+"""The pipeline's resumable state: finished shards under ``OUT/.partial``, each written atomically.
 
-Layout of a finished folder:
-  image_embeddings.npy, text_embeddings.npy  float32 [N, D]; row i is metadata row i
-  metadata.parquet                            id, path, caption and every attribute
-  metadata.pkl                                the original toolkit's dict, for drop-in use
-  failures.jsonl                              one line per item left out (id, path, reason)
-  manifest.json                               model identity, counts, config, versions, timings
-While running, ``.partial/`` holds ``run.json`` and one ``shard-NNNNN.npz`` per finished shard.
+``.partial/`` holds ``run.json`` (what the run is: model, catalogue, settings) and one ``shard-NNNNN.npz``
+per finished shard; the final folder (see ``fashion_retrieval.embeddings``) is assembled from them.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import pickle
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from fashion_retrieval.errors import FashionRetrievalError
+from fashion_retrieval.embeddings import FINAL_FILES, PARTIAL
+from fashion_retrieval.files import atomic_save, atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 STATUS_OK, STATUS_FAILED, STATUS_PLACEHOLDER = 0, 1, 2
-FINAL_FILES = (
-    "image_embeddings.npy",
-    "text_embeddings.npy",
-    "metadata.parquet",
-    "metadata.pkl",
-    "failures.jsonl",
-    "manifest.json",
-)
-PARTIAL = ".partial"
-ORIGINAL_KEYS = {  # the original toolkit's metadata.pkl key -> catalogue column
-    "image_paths": "path",
-    "texts": "caption",
-    "image_ids": "id",
-    "product_ids": "product_id",
-    "genders": "gender",
-    "product_types": "product_type",
-    "image_types": "image_type",
-}
-
-
-def atomic_save(path: Path, writer) -> None:
-    """Write through ``writer(handle)`` to a temporary name, fsync, then rename: readers see the old file or
-    the new one, never half of one (a crash or SIGKILL mid-write leaves only the temporary file)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        writer(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_save(path, lambda handle: handle.write(data))
 
 
 @dataclass
@@ -97,9 +60,21 @@ class ShardStore:
             ),
         )
 
-    def read(self, index: int) -> Shard:
+    def read(self, index: int, expected_items: np.ndarray) -> Shard:
+        """Read shard ``index`` back, checking it holds exactly the catalogue rows it should."""
         with np.load(self.path(index)) as data:
-            return Shard(index, data["items"], data["image"], data["text"], data["status"], list(data["reasons"]))
+            shard = Shard(index, data["items"], data["image"], data["text"], data["status"], list(data["reasons"]))
+        rows = len(shard.item_indices)
+        consistent = (
+            np.array_equal(shard.item_indices, expected_items)
+            and shard.image.shape[0] == rows
+            and shard.status.shape[0] == rows
+            and len(shard.reasons) == rows
+            and shard.text.shape[0] == rows
+        )
+        if not consistent:
+            raise ValueError(f"{self.path(index)} does not hold catalogue rows {expected_items[:1]}..")
+        return shard
 
     def read_run(self) -> dict | None:
         path = self.folder / "run.json"
@@ -117,77 +92,3 @@ def clear_outputs(out: Path) -> None:
     for name in FINAL_FILES:
         (out / name).unlink(missing_ok=True)
     ShardStore(out).remove()
-
-
-def original_metadata(frame: pd.DataFrame) -> dict[str, list]:
-    """The original toolkit's metadata dict; attributes a catalogue lacks are lists of None."""
-    return {
-        key: frame[column].tolist() if column in frame.columns else [None] * len(frame)
-        for key, column in ORIGINAL_KEYS.items()
-    }
-
-
-def write_final(
-    out: Path, image: np.ndarray, text: np.ndarray | None, frame: pd.DataFrame, failures: list[dict], manifest: dict
-) -> None:
-    """Write the final files; manifest.json last, so its presence means the folder is complete."""
-    atomic_save(out / "image_embeddings.npy", lambda h: np.save(h, image.astype(np.float32)))
-    if text is not None:
-        atomic_save(out / "text_embeddings.npy", lambda h: np.save(h, text.astype(np.float32)))
-    atomic_save(out / "metadata.parquet", lambda h: frame.to_parquet(h, index=False))
-    atomic_write_bytes(out / "metadata.pkl", pickle.dumps(original_metadata(frame)))
-    atomic_write_bytes(out / "failures.jsonl", "".join(json.dumps(f) + "\n" for f in failures).encode())
-    atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=2, default=str).encode())
-
-
-@dataclass
-class EmbeddingSet:
-    """An embeddings folder read back."""
-
-    folder: Path
-    image_embeddings: np.ndarray
-    text_embeddings: np.ndarray | None
-    metadata: pd.DataFrame
-    manifest: dict
-    failures: list[dict]
-
-    @property
-    def identity(self) -> dict:
-        return self.manifest["model"]
-
-    def __len__(self) -> int:
-        return len(self.metadata)
-
-
-def load_embeddings(folder: str | Path, *, mmap: bool = False, original_pickle: bool = False):
-    """Read an embeddings folder. With ``original_pickle=True`` return the original toolkit's triple
-    (image_embeddings, text_embeddings, metadata dict from metadata.pkl): unpickling runs code, so only
-    for folders you trust."""
-    folder = Path(folder)
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        partial = (
-            " (an unfinished run: re-run the same embed command to finish it)" if (folder / PARTIAL).is_dir() else ""
-        )
-        raise FashionRetrievalError(f"{folder}: not a finished embeddings folder, no manifest.json{partial}")
-    mode = "r" if mmap else None
-    image = np.load(folder / "image_embeddings.npy", mmap_mode=mode)
-    text_path = folder / "text_embeddings.npy"
-    text = np.load(text_path, mmap_mode=mode) if text_path.is_file() else None
-    if original_pickle:
-        with open(folder / "metadata.pkl", "rb") as handle:
-            return image, text, pickle.load(handle)
-    failures_path = folder / "failures.jsonl"
-    failures = (
-        [json.loads(line) for line in failures_path.read_text().splitlines() if line.strip()]
-        if failures_path.is_file()
-        else []
-    )
-    return EmbeddingSet(
-        folder,
-        image,
-        text,
-        pd.read_parquet(folder / "metadata.parquet"),
-        json.loads(manifest_path.read_text()),
-        failures,
-    )

@@ -6,11 +6,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
-
 from fashion_retrieval.data.images import ImageInput
 from fashion_retrieval.errors import FashionRetrievalError, QueryError
-from fashion_retrieval.model.identity import ModelIdentity, ensure_same_model
+from fashion_retrieval.identity import ModelIdentity, ensure_same_model
+from fashion_retrieval.ranking import top_k_indices
 from fashion_retrieval.search.fusion import rrf
 from fashion_retrieval.store.base import Filters, Hit, VectorStore
 
@@ -196,7 +195,7 @@ class Searcher:
         scores = alpha * (self.store.vectors(ids, "text") @ text_vec) + (1.0 - alpha) * (
             self.store.vectors(ids, "image") @ image_vec
         )
-        order = np.lexsort((np.arange(len(ids)), -scores))[:want]
+        order = top_k_indices(scores, want)
         return [
             Hit(
                 ids[i],
@@ -215,7 +214,7 @@ class Searcher:
         if not hits:
             return hits, {"reranked": 0}
         scores = itm_scores(self.encoder, text, [h.path for h in hits])
-        order = np.lexsort((np.arange(len(hits)), -scores))
+        order = top_k_indices(scores, len(hits))
         reranked = [
             Hit(
                 hits[i].id,

@@ -14,7 +14,7 @@ import numpy as np
 from fashion_retrieval.errors import QueryError
 
 VectorField = Literal["image", "text"]
-FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")  # use fullmatch: "$" would accept a trailing newline
 BASE_FIELDS = ("id", "caption", "path")
 
 
@@ -69,7 +69,7 @@ def milvus_filter(filters: Mapping[str, Sequence[str]], column_of: Mapping[str, 
     clauses = []
     for name, values in filters.items():
         column = column_of[name]
-        if not FIELD_NAME.match(column):  # field names come from the schema, but check anyway
+        if not FIELD_NAME.fullmatch(column):  # field names come from the schema, but check anyway
             raise QueryError(f"invalid field name {column!r}")
         clauses.append(f"{column} in [{', '.join(milvus_literal(v) for v in values)}]")
     return " and ".join(clauses)

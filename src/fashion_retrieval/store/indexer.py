@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fashion_retrieval.model.identity import ensure_same_model
-from fashion_retrieval.pipeline.writer import load_embeddings
+from fashion_retrieval.embeddings import load_embeddings
+from fashion_retrieval.identity import ensure_same_model
 from fashion_retrieval.store.base import BASE_FIELDS
 from fashion_retrieval.store.milvus import MilvusStore, MilvusTarget
 

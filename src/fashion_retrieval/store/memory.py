@@ -8,22 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fashion_retrieval.embeddings import EmbeddingSet, load_embeddings
 from fashion_retrieval.errors import StoreError
-from fashion_retrieval.pipeline.writer import EmbeddingSet, load_embeddings
+from fashion_retrieval.ranking import top_k_indices
 from fashion_retrieval.store.base import BASE_FIELDS, Filters, Hit, VectorField, query_matrix, validate_filters
 
 FAISS_AUTO_ROWS = 200_000  # above this, exact search costs more than HNSW's small recall loss
-
-
-def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
-    """Row indices of the k best scores, best first; ties in catalogue order."""
-    k = min(k, scores.shape[0])
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    if k < scores.shape[0]:
-        candidates = np.argpartition(-scores, k - 1)[:k]
-        return candidates[np.lexsort((candidates, -scores[candidates]))]
-    return np.lexsort((np.arange(scores.shape[0]), -scores))
 
 
 class MemoryStore:
@@ -88,7 +78,7 @@ class MemoryStore:
         if mask is not None:
             scores[:, ~mask] = -np.inf
         allowed = len(self.meta) if mask is None else int(mask.sum())
-        return [self._hits(top_k_rows(row, min(top_k, allowed)), row) for row in scores]
+        return [self._hits(top_k_indices(row, min(top_k, allowed)), row) for row in scores]
 
     def _search_faiss(self, queries, vector_field, top_k, mask) -> list[list[Hit]]:
         import faiss

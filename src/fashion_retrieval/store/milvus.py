@@ -106,7 +106,7 @@ class MilvusStore:
     def create(self, dim: int, attributes: Sequence[str], identity: dict, has_text: bool = True) -> None:
         from pymilvus import DataType, MilvusClient
 
-        bad = [a for a in attributes if not FIELD_NAME.match(a) or a in RESERVED]
+        bad = [a for a in attributes if not FIELD_NAME.fullmatch(a) or a in RESERVED]
         if bad:
             raise StoreError(
                 f"attribute name(s) {', '.join(bad)} cannot be Milvus fields: rename those columns "

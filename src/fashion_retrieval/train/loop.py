@@ -22,8 +22,8 @@ from fashion_retrieval.data.images import ImagePreprocessor
 from fashion_retrieval.data.records import ColumnMap, read_catalog
 from fashion_retrieval.errors import FashionRetrievalError
 from fashion_retrieval.evaluate.metrics import recall_report
+from fashion_retrieval.files import atomic_save, atomic_write_bytes
 from fashion_retrieval.model.loading import load_model, max_text_length
-from fashion_retrieval.pipeline.writer import atomic_save, atomic_write_bytes
 from fashion_retrieval.train import checkpoints
 from fashion_retrieval.train.data import PairDataset
 from fashion_retrieval.train.losses import contrastive_loss, itm_loss, soft_targets

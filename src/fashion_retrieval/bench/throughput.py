@@ -3,7 +3,6 @@ DeepFashion-sized data. Used by ``fashion-retrieval bench`` and by benchmarks/em
 
 from __future__ import annotations
 
-import csv
 import tempfile
 import time
 from pathlib import Path
@@ -12,30 +11,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fashion_retrieval.bench.data import deepfashion_caption, make_benchmark_catalog
 from fashion_retrieval.config import EmbedConfig, ModelConfig, auto_batch_sizes, default_workers
-from fashion_retrieval.data.synthetic import render_item, sample_items
 from fashion_retrieval.model.features import image_features, text_features
-
-DEEPFASHION_SIZE = (750, 1101)
-
-
-def deepfashion_caption(i: int) -> str:
-    """About DeepFashion-MultiModal's caption length (~40 words, 3 sentences)."""
-    items = sample_items(3, seed=i)
-    return " ".join(x.caption for x in items) + " There is an accessory on her wrist. The outfit is casual."
-
-
-def make_benchmark_catalog(folder: Path, n: int) -> Path:
-    """``n`` JPEGs at DeepFashion's size with DeepFashion-length captions, in its CSV layout."""
-    images = folder / "selected_images"
-    images.mkdir(parents=True, exist_ok=True)
-    with open(folder / "labels_front.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image_id", "caption", "path", "gender", "product_type", "product_id", "image_type"])
-        for i, item in enumerate(sample_items(n, seed=1)):
-            render_item(item, 256, i).resize(DEEPFASHION_SIZE).save(images / f"{i}.jpg", quality=90)
-            writer.writerow([f"{i}", deepfashion_caption(i), f"{i}.jpg", item.gender, "x", f"p{i}", "front"])
-    return folder / "labels_front.csv"
 
 
 def sync(device: torch.device) -> None:
@@ -74,7 +52,7 @@ def ready_inputs(encoder, paths: list[str], captions: list[str], batch_size: int
     pixels = np.stack([encoder.preprocess(Image.open(p).convert("RGB")) for p in paths[:batch_size]])
     tokens = encoder.tokenize(captions[:text_batch_size])
     return (
-        torch.from_numpy(pixels).to(encoder.device, dtype=encoder.loaded.dtype),
+        torch.from_numpy(pixels).to(encoder.device, dtype=encoder.dtype),
         tokens["input_ids"].to(encoder.device),
         tokens["attention_mask"].to(encoder.device),
     )
@@ -120,7 +98,7 @@ def measure_throughput(
     pipeline_captions = captions / (time.perf_counter() - start)
     return {
         "device": str(encoder.device),
-        "dtype": str(encoder.loaded.dtype),
+        "dtype": str(encoder.dtype),
         "images": images,
         "captions": captions,
         "batch_size": batch_size,

@@ -116,10 +116,56 @@ def _preprocessing(processor: BlipProcessor, max_text_length: int) -> dict:
     }
 
 
-def max_text_length(processor: BlipProcessor, model: BlipForImageTextRetrieval) -> int:
+def max_text_length(processor: BlipProcessor, model_or_config) -> int:
     limit = processor.tokenizer.model_max_length
-    positions = model.config.text_config.max_position_embeddings
+    config = getattr(model_or_config, "config", model_or_config)
+    positions = config.text_config.max_position_embeddings
     return int(min(limit, positions)) if limit and limit < 10**6 else int(positions)
+
+
+def _checked_base(base: str | Path) -> str:
+    base = str(base)
+    if Path(base).expanduser().exists():
+        base = str(Path(base).expanduser())
+        if not (Path(base) / "config.json").is_file():
+            raise CheckpointError(f"base {base} has no config.json: point --base at a Hugging Face BLIP folder")
+    return base
+
+
+def _identity(base: str, ckpt: Checkpoint | None, config, processor: BlipProcessor) -> ModelIdentity:
+    return ModelIdentity(
+        base=base,
+        base_fingerprint=_base_fingerprint(base),
+        checkpoint=ckpt.path if ckpt else None,
+        checkpoint_sha256=ckpt.sha256 if ckpt else None,
+        checkpoint_format=ckpt.format if ckpt else None,
+        lora_alpha=ckpt.lora_alpha if ckpt and ckpt.lora else None,
+        embed_dim=int(config.image_text_hidden_size),
+        preprocessing=_preprocessing(processor, max_text_length(processor, config)),
+    )
+
+
+def _processor(base: str) -> BlipProcessor:
+    try:
+        return BlipProcessor.from_pretrained(base)
+    except OSError as exc:
+        raise CheckpointError(f"cannot load the processor of base {base}: {str(exc).splitlines()[0]}") from exc
+
+
+def describe_model(base: str | Path, checkpoint: str | Path | None = None, *, lora_alpha: float = 32.0):
+    """The identity ``load_model`` would record, without building the model (for a driver whose workers load it).
+
+    Returns (identity, processor). Whether the checkpoint fits is checked where the model is loaded."""
+    from transformers import BlipConfig
+
+    base = _checked_base(base)
+    ckpt = read_checkpoint(checkpoint, lora_alpha=lora_alpha) if checkpoint is not None else None
+    try:
+        config = BlipConfig.from_pretrained(base)
+    except OSError as exc:
+        raise CheckpointError(f"cannot load base {base}: {str(exc).splitlines()[0]}") from exc
+    processor = _processor(base)
+    return _identity(base, ckpt, config, processor), processor
 
 
 def load_model(
@@ -134,22 +180,18 @@ def load_model(
 
     Refuses to return a model with any weight still at random initialisation.
     """
-    base = str(base)
-    if Path(base).expanduser().exists():
-        base = str(Path(base).expanduser())
-        if not (Path(base) / "config.json").is_file():
-            raise CheckpointError(f"base {base} has no config.json: point --base at a Hugging Face BLIP folder")
+    base = _checked_base(base)
     ckpt = read_checkpoint(checkpoint, lora_alpha=lora_alpha) if checkpoint is not None else None
     hf_logging.disable_progress_bar()
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the missing-keys warning is replaced by the check below
     try:
         model, info = BlipForImageTextRetrieval.from_pretrained(base, output_loading_info=True, dtype=torch.float32)
-        processor = BlipProcessor.from_pretrained(base)
     except OSError as exc:
         raise CheckpointError(f"cannot load base {base}: {str(exc).splitlines()[0]}") from exc
     finally:
         hf_logging.set_verbosity(verbosity)
+    processor = _processor(base)
     random_init = set(info.get("missing_keys", ())) | set(info.get("mismatched_keys", ()))
     covered = apply_checkpoint(model, ckpt) if ckpt else set()
     still_random = sorted(random_init - covered)
@@ -163,16 +205,7 @@ def load_model(
             "or use a retrieval base such as Salesforce/blip-itm-base-coco."
         )
     torch_device = resolve_device(device)
-    identity = ModelIdentity(
-        base=base,
-        base_fingerprint=_base_fingerprint(base),
-        checkpoint=ckpt.path if ckpt else None,
-        checkpoint_sha256=ckpt.sha256 if ckpt else None,
-        checkpoint_format=ckpt.format if ckpt else None,
-        lora_alpha=ckpt.lora_alpha if ckpt and ckpt.lora else None,
-        embed_dim=int(model.config.image_text_hidden_size),
-        preprocessing=_preprocessing(processor, max_text_length(processor, model)),
-    )
+    identity = _identity(base, ckpt, model.config, processor)
     if ckpt:
         log.info(
             "loaded %s (%s): %d tensors overridden, LoRA merged into %d layers",

@@ -34,7 +34,7 @@ def embed(
     out: Annotated[str, typer.Option(help="Output folder.")] = "embeddings_output",
     batch_size: Annotated[
         int | None,
-        typer.Option(help="Images per forward pass (default: 1 on CPU, 128 on CUDA: what measured fastest)."),
+        typer.Option(help="Images per forward pass (default: 4 on CPU, 128 on CUDA: what measured fastest)."),
     ] = None,
     workers: Annotated[
         int, typer.Option(help="Image decoding processes (0: in the main process).")

@@ -67,3 +67,30 @@ def test_report_has_every_section_and_renders(embeddings_dir, tmp_path):  # noqa
         assert min(widths) > 100  # the inlined plots decoded
         page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
         browser.close()
+
+
+def test_near_duplicates_are_the_most_similar_pairs(tmp_path):
+    """The list is sorted before it is cut: the most similar pairs of the whole folder, not the first found."""
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from fashion_retrieval.embeddings import EmbeddingSet
+    from fashion_retrieval.evaluate.report import duplicates_section
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(40, 256)).astype(np.float32)
+    vectors = np.concatenate([base] * 2)  # item i and i + 40 are near-duplicates
+    # the later the pair, the closer: a list cut before sorting (first pairs found) would miss the best ones
+    vectors[40:] += rng.normal(scale=np.linspace(0.2, 0.001, 40)[:, None], size=(40, 256)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"i{n}" for n in range(80)]
+    meta = pd.DataFrame({"id": ids, "path": [str(tmp_path / "none.jpg")] * 80, "caption": ids})
+    data = EmbeddingSet(Path(tmp_path), vectors, vectors, meta, {"model": {}}, [])
+    html, count = duplicates_section(data, threshold=0.5, shown=3)
+    assert count >= 30
+    # the three least-noised pairs (39, 79), (38, 78), (37, 77), best first
+    positions = [html.index(f"i{a}<br>i{a + 40}") for a in (39, 38, 37)]
+    assert positions == sorted(positions)
+    assert "i0<br>i40" not in html

@@ -156,9 +156,10 @@ def test_fused_vision_path_equals_the_vision_model(encoder):
     assert fast.verified is True
 
 
-def test_a_fast_path_that_disagrees_is_not_used(encoder):
+def test_a_fast_path_that_disagrees_is_not_used(encoder, caplog):
     from fashion_retrieval.model.features import CheckedFastPath, image_features
 
+    caplog.set_level("WARNING", logger="fashion_retrieval")
     pixels = torch.randn(1, 3, encoder.preprocess.height, encoder.preprocess.width)
     wrong = CheckedFastPath(lambda model, x: -image_features(model, x), image_features)
     broken = CheckedFastPath(lambda model, x: model.no_such_module(x), image_features)
@@ -168,3 +169,6 @@ def test_a_fast_path_that_disagrees_is_not_used(encoder):
             for _ in range(2):  # the checking call and the next one both give the plain vectors
                 torch.testing.assert_close(path(encoder.model, pixels), want)
             assert path.verified is False
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("differs from image_features" in m and "using the plain path" in m for m in warnings), warnings
+    assert any("failed on this model (AttributeError" in m for m in warnings), warnings

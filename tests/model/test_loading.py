@@ -228,3 +228,33 @@ def test_identity_records_checkpoint(tiny_base, original_checkpoint):
     b = load_model(tiny_base, None, device="cpu").identity
     assert a.checkpoint_sha256 and a.key != b.key and a.embed_dim == 256
     assert load_model(tiny_base, path, device="cpu").identity.key == a.key
+
+
+def test_pickle_checkpoints_are_refused_on_a_torch_with_a_known_bypass(tiny_base, original_checkpoint, monkeypatch):
+    path, _ = original_checkpoint
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cpu")
+    with pytest.raises(
+        CheckpointError, match=r"torch 2\.5\.1\+cpu .*CVE-2026-24747.*torch>=2\.10.*safetensors"
+    ) as info:
+        load_model(tiny_base, path, device="cpu")
+    assert "\n" not in str(info.value)
+    # safetensors never unpickles: always allowed
+    state = torch.load(path, weights_only=True)
+    safe = path.with_suffix(".safetensors")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(safe))
+    assert load_model(tiny_base, safe, device="cpu").checkpoint.format == "original-lora"
+
+
+def test_one_digest_helper_keeps_the_recorded_digests(tmp_path):
+    import hashlib
+
+    from fashion_retrieval.files import sha256_of
+    from fashion_retrieval.model.checkpoint import file_sha256
+
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"x" * 3_000_000)
+    b.write_bytes(b"yz")
+    assert sha256_of(a) == file_sha256(a) == hashlib.sha256(a.read_bytes()).hexdigest()
+    # a folder: the contents of its files in name order, as earlier versions recorded it
+    assert file_sha256(tmp_path) == hashlib.sha256(a.read_bytes() + b.read_bytes()).hexdigest()
+    assert sha256_of(b"a", b) == hashlib.sha256(b"a" + b"yz").hexdigest()

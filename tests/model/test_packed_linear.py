@@ -97,3 +97,29 @@ def test_encoder_packs_on_cpu_and_gives_the_plain_vectors(tiny_base, tmp_path):
             (image_features, (pixels,)),
         ):
             torch.testing.assert_close(features(fast.model, *inputs), features(plain.model, *inputs), atol=1e-5, rtol=0)
+
+
+def test_bf16_layers_pack_too_and_a_failed_check_is_logged(caplog):
+    plain = _model().to(torch.bfloat16)
+    packed = copy.deepcopy(plain)
+    if pack_linears(packed) == 0:
+        pytest.skip("oneDNN packing is not available on this CPU")
+    x = torch.randn(5, 12).to(torch.bfloat16)
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x).float(), plain(x).float(), rtol=2e-2, atol=2e-2)
+    layer = next(m for m in packed.modules() if isinstance(m, PackedLinear))
+    caplog.set_level("WARNING", logger="fashion_retrieval")
+    real = torch.ops.mkldnn
+
+    class Skewed:  # a kernel that answers wrongly: the layer must stay plain and say why
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        @staticmethod
+        def _linear_pointwise(*args):
+            return real._linear_pointwise(*args) + 1.0
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.ops, "mkldnn", Skewed())
+        assert layer._pack() is None
+    assert any("stays on F.linear" in r.getMessage() for r in caplog.records)

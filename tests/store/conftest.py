@@ -58,3 +58,41 @@ def milvus_server(tmp_path_factory):
     yield f"http://127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=20)
+
+
+def _wait_for_port(process, port: int, what: str) -> None:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"{what} exited")
+            time.sleep(0.2)
+    process.kill()
+    pytest.fail(f"{what} did not start")
+
+
+@pytest.fixture(scope="session")
+def milvus3_server(tmp_path_factory):
+    """Milvus Lite 3.x's gRPC server, from its own venv (`make install` builds .venv-milvus3): an engine that
+    drops schema descriptions but keeps collection properties, and builds real HNSW indexes."""
+    import os
+
+    binary = Path(os.environ.get("FASHION_RETRIEVAL_MILVUS3", ".venv-milvus3/bin/milvus-lite"))
+    if not binary.is_file():
+        if os.environ.get("FASHION_RETRIEVAL_MILVUS3"):
+            pytest.fail(f"{binary} is missing: run `make install`")
+        pytest.skip("Milvus Lite 3.x is not installed (make install builds .venv-milvus3)")
+    port = free_port()
+    data = tmp_path_factory.mktemp("milvus3")
+    process = subprocess.Popen(
+        [str(binary), "server", "--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for_port(process, port, "the Milvus Lite 3.x server")
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=20)

@@ -136,3 +136,37 @@ def test_demo_no_serve_json(tmp_path):
     second = json.loads(again.stdout)
     assert second["recall@10"] == summary["recall@10"]  # the workdir was reused, not retrained
     assert second["step_seconds"]["train"] < summary["step_seconds"]["train"]
+
+
+def test_training_skips_unreadable_images_and_lists_them(tiny_base, tmp_path):
+    from tests.pipeline.conftest import BAD, add_odd_and_bad_images
+
+    catalog = make_catalog(tmp_path / "messy", n=30, seed=1, image_size=32)
+    add_odd_and_bad_images(catalog)
+    summary = Trainer(_config(catalog, tiny_base, tmp_path / "run")).run(progress=False)
+    failures = [json.loads(line) for line in (tmp_path / "run" / "failures.jsonl").read_text().splitlines()]
+    assert {f["id"] for f in failures} == {f"odd-{k}" for k in BAD}
+    for failure in failures:
+        assert BAD[failure["id"].removeprefix("odd-")] in failure["reason"]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["failed_images"] == len(BAD) == summary["failed_images"]
+    assert summary["train_items"] + summary["val_items"] == 40 - len(BAD)
+    from fashion_retrieval.errors import ImageError
+
+    with pytest.raises(ImageError):
+        Trainer(_config(catalog, tiny_base, tmp_path / "strict", on_error="fail"))
+
+
+def test_a_catalogue_of_only_bad_images_is_a_one_line_error(tiny_base, tmp_path):
+    from typer.testing import CliRunner
+
+    from fashion_retrieval.cli import app
+
+    catalog = make_catalog(tmp_path / "bad", n=12, seed=2, image_size=32)
+    for image in (tmp_path / "bad" / "selected_images").iterdir():
+        image.write_bytes(b"not an image")
+    args = ["train", str(catalog), "--base", str(tiny_base), "--out", str(tmp_path / "o"), "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--batch-size", "4"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "none of its 12 images can be read" in errors[0]

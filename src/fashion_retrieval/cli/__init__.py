@@ -3,13 +3,25 @@ library call. Subcommands live in modules by concern; importing them registers t
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
+
 from fashion_retrieval.cli import embed, model, quality, serve, store  # noqa: F401  (registers subcommands)
-from fashion_retrieval.cli.common import app
+from fashion_retrieval.cli.common import app, configure_logging
 
 
 @app.callback()
-def root() -> None:
-    """Multimodal fashion search on a fine-tuned BLIP. Run a subcommand with --help for its options."""
+def root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debugging details too.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log only warnings and errors.")] = False,
+) -> None:
+    """Multimodal fashion search on a fine-tuned BLIP. Run a subcommand with --help for its options.
+
+    What the library decides for you (checkpoint format, LoRA merge, dtype, fast paths, resumed shards,
+    store connections) is logged to stderr; progress bars draw on a terminal, elsewhere a log line every
+    few seconds."""
+    configure_logging(verbose=verbose, quiet=quiet)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -34,6 +35,18 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def configure_logging(*, verbose: bool = False, quiet: bool = False) -> None:
+    """The CLI's logging: INFO from this library by default (its decisions), DEBUG with -v, WARNING with -q;
+    other libraries at WARNING unless -v. Everything goes to stderr, so --json output stays clean."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("fashion_retrieval").setLevel(level)
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -52,13 +65,25 @@ CheckpointOpt = Annotated[
     str | None, typer.Option("--checkpoint", help="Fine-tuned weights: best_model.pth, a PEFT adapter, a state dict.")
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 ...")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp32 on CPU, bf16/fp16 on GPU), fp32, fp16, bf16.")]
+DtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help="auto (bf16 on GPUs and on CPUs with AMX/AVX512-BF16 when a parity check on your model keeps its "
+        "rankings, else fp32), fp32, fp16, bf16.",
+    ),
+]
 
 
 DbOpt = Annotated[str | None, typer.Option("--db", help="Milvus Lite file (default fashion.db).")]
 UriOpt = Annotated[str | None, typer.Option("--uri", help="Milvus server, e.g. http://host:19530 (instead of --db).")]
 TokenOpt = Annotated[str | None, typer.Option("--token", help="Milvus server token (user:password).")]
 CollectionOpt = Annotated[str, typer.Option("--collection", help="Collection name.")]
+EfOpt = Annotated[
+    int | None,
+    typer.Option("--ef", help="HNSW collections: candidates per query (default 128; raised to --top-k when lower)."),
+]
+NprobeOpt = Annotated[int | None, typer.Option("--nprobe", help="IVF collections: clusters scanned (default 32).")]
 
 
 def milvus_target(db, uri, token, collection, index_type="AUTOINDEX"):

@@ -38,9 +38,14 @@ def train(
         ),
     ] = "",
     limit: Annotated[int | None, typer.Option(help="Only the first N items.")] = None,
+    on_error: Annotated[
+        str, typer.Option(help="Unreadable images: skip (listed in OUT/failures.jsonl) or fail at the first.")
+    ] = "skip",
     as_json: JsonOpt = False,
 ) -> None:
-    """Fine-tune BLIP retrieval with LoRA (or fully); keeps the best epoch in the original checkpoint format."""
+    """Fine-tune BLIP retrieval with LoRA (or fully); keeps the best epoch in the original checkpoint format.
+
+    Every image is decoded once before training; unreadable ones are left out and listed, as `embed` does."""
     from fashion_retrieval.train.loop import TrainConfig
     from fashion_retrieval.train.loop import train as run_training
 
@@ -66,6 +71,7 @@ def train(
         max_seconds=max_seconds,
         match_attributes=csv_option(match_attributes),
         limit=limit,
+        on_error=on_error,
     )
     summary = run_training(config, progress=not as_json)
     if as_json:
@@ -76,6 +82,8 @@ def train(
             + ", ".join(f"{k} {v:.3f}" for k, v in summary["best"].items() if "recall@" in k)
         )
         typer.echo(f"checkpoint: {summary['checkpoint']}")
+        if summary["failed_images"]:
+            typer.echo(f"{summary['failed_images']} unreadable images left out: {summary['out']}/failures.jsonl")
 
 
 @app.command("eval")

@@ -12,7 +12,10 @@ from fashion_retrieval.cli.common import (
     CollectionOpt,
     DbOpt,
     DeviceOpt,
+    DtypeOpt,
+    EfOpt,
     JsonOpt,
+    NprobeOpt,
     TokenOpt,
     UriOpt,
     app,
@@ -64,6 +67,7 @@ def schema(
                 [c for c in data.metadata.columns if c not in BASE_FIELDS],
                 data.identity,
                 has_text=data.text_embeddings is not None,
+                precision=data.manifest.get("precision"),
             )
             result = store.describe()
         elif action == "describe":
@@ -136,10 +140,13 @@ def search(
     collection: CollectionOpt = "fashion_items",
     embeddings: Annotated[str | None, typer.Option(help="Search an embeddings folder in memory instead.")] = None,
     use_faiss: Annotated[bool, typer.Option("--faiss", help="In memory: FAISS HNSW instead of exact.")] = False,
+    ef: EfOpt = None,
+    nprobe: NprobeOpt = None,
     base: Annotated[str | None, typer.Option(help="Query model base (default: the one the index records).")] = None,
     checkpoint: CheckpointOpt = None,
     lora_alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default: the recorded one).")] = None,
     device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Search by text, by image, or both (hybrid), with filters; a table, or JSON with --json."""
@@ -160,10 +167,13 @@ def search(
         collection=collection,
         embeddings=embeddings,
         use_faiss=use_faiss,
+        ef=ef,
+        nprobe=nprobe,
         base=base,
         checkpoint=checkpoint,
         lora_alpha=lora_alpha,
         device=device,
+        dtype=dtype,
     )
     try:
         if text is not None and image is not None:

@@ -7,12 +7,14 @@ empty catalogue are one clear error each, with counts and the first offending ro
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from fashion_retrieval.errors import CatalogError
+from fashion_retrieval.files import sha256_of
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 DEFAULT_IMAGES_FOLDER = "selected_images"
@@ -76,8 +78,17 @@ def _rows(frame: pd.DataFrame, mask: pd.Series, column: str) -> str:
     return f"{len(bad)} rows ({shown}{', ...' if len(bad) > SHOWN else ''})"
 
 
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def images_fingerprint(paths: list[str]) -> str:
+    """A digest of each image file's size and modification time (not its bytes: a stat per file is cheap,
+    reading a million images is not), so that a replaced image changes the catalogue's fingerprint."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}:missing\n".encode())
+    return digest.hexdigest()
 
 
 def read_table_catalog(path: Path, columns: ColumnMap, images_dir: str | Path | None) -> Catalog:
@@ -115,7 +126,8 @@ def read_table_catalog(path: Path, columns: ColumnMap, images_dir: str | Path | 
     normalised = pd.DataFrame({"id": ids, "path": paths, "caption": captions})
     for column in attributes:
         normalised[column] = frame[column].astype(str)
-    fingerprint = hashlib.sha256(f"{_file_digest(path)}:{columns}:{root}".encode()).hexdigest()
+    table = sha256_of(path)
+    fingerprint = hashlib.sha256(f"{table}:{columns}:{root}:{images_fingerprint(paths)}".encode()).hexdigest()
     return Catalog(normalised, str(path), str(root), attributes, fingerprint)
 
 
@@ -124,9 +136,9 @@ def read_image_folder(folder: Path) -> Catalog:
     if not files:
         raise CatalogError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
     ids = [p.relative_to(folder).as_posix() for p in files]
-    frame = pd.DataFrame({"id": ids, "path": [str(p) for p in files], "caption": [""] * len(files)})
-    listing = "\n".join(f"{i}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for i, p in zip(ids, files, strict=True))
-    return Catalog(frame, str(folder), str(folder), [], hashlib.sha256(listing.encode()).hexdigest())
+    paths = [str(p) for p in files]
+    frame = pd.DataFrame({"id": ids, "path": paths, "caption": [""] * len(files)})
+    return Catalog(frame, str(folder), str(folder), [], images_fingerprint(paths))
 
 
 def read_catalog(

@@ -15,6 +15,7 @@ import numpy as np
 
 from fashion_retrieval.embeddings import EmbeddingSet, load_embeddings
 from fashion_retrieval.evaluate.evaluate import EvalConfig, evaluate_embeddings
+from fashion_retrieval.progress import progress_bar
 from fashion_retrieval.ranking import top_k_indices
 
 MAP_POINTS = 3000
@@ -223,8 +224,6 @@ figure.hit img{border-color:#2b8a3e}.pair{display:flex;gap:.3rem;align-items:cen
 
 
 def write_report(config: ReportConfig, *, progress: bool = True) -> dict:
-    from tqdm.auto import tqdm
-
     data = load_embeddings(config.embeddings)
     if data.text_embeddings is None:
         from fashion_retrieval.errors import FashionRetrievalError
@@ -233,7 +232,7 @@ def write_report(config: ReportConfig, *, progress: bool = True) -> dict:
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
-    steps = tqdm(total=6, desc="report", disable=not progress)
+    steps = progress_bar(6, "report", "step", enabled=progress)
     summary = data.manifest.get("summary", {})
     counts = (
         f"<h2>Counts</h2><table><tr><th>items</th><th>embedded</th><th>failed</th><th>model</th></tr>"

@@ -194,7 +194,7 @@ def choose_precision(
         low = copy.deepcopy(model).to(torch.bfloat16)
         figures = parity(model, low, pixels, tokens, torch.bfloat16)
         ok = figures["min_cosine"] >= PARITY_COSINE and figures["discordant_pairs"] == 0
-        record = {"bf16": ok, "parity": figures}
+        record = {"bf16": ok, "parity": {**figures, "passed": ok}}
         _remember(key, record)
         del low
     figures = record["parity"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from fashion_retrieval.data.images import ImageInput
-from fashion_retrieval.errors import FashionRetrievalError, QueryError
+from fashion_retrieval.errors import FashionRetrievalError, ModelMismatchError, QueryError
 from fashion_retrieval.identity import ModelIdentity, ensure_same_model
 from fashion_retrieval.ranking import top_k_indices
 from fashion_retrieval.search.fusion import rrf
@@ -35,6 +35,21 @@ class SearchResponse:
         }
 
 
+def ensure_comparable_precision(stored: dict | None, query: dict, what: str) -> None:
+    """Vectors computed in one dtype may be queried in another only where a parity probe showed that this
+    model keeps its rankings across the two (recorded by the automatic choice on either side)."""
+    if not stored or stored.get("dtype") == query.get("dtype"):
+        return
+    dtypes = {stored.get("dtype"), query.get("dtype")}
+    verified = dtypes == {"float32", "bfloat16"} and any((p.get("parity") or {}).get("passed") for p in (stored, query))
+    if not verified:
+        raise ModelMismatchError(
+            f"{what} holds {stored.get('dtype')} vectors and the query model runs in {query.get('dtype')}, and no "
+            "parity check showed that this model ranks alike in both: pass --dtype "
+            f"{'fp32' if stored.get('dtype') == 'float32' else 'auto'}, or re-embed in {query.get('dtype')}"
+        )
+
+
 def _check_top_k(top_k: int) -> int:
     if not 1 <= int(top_k) <= MAX_TOP_K:
         raise QueryError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
@@ -48,6 +63,7 @@ class Searcher:
         recorded = store.identity()
         if recorded:
             ensure_same_model(recorded, encoder.identity, store.description)
+        ensure_comparable_precision(store.precision(), encoder.precision.to_dict(), store.description)
         self.store = store
         self.encoder = encoder
 
@@ -60,6 +76,7 @@ class Searcher:
         checkpoint: str | None = None,
         lora_alpha: float | None = None,
         device: str | None = "auto",
+        dtype: str | None = "auto",
     ) -> Searcher:
         """Load the query model from the store's recorded identity unless given, then check they agree."""
         from fashion_retrieval.model.encoder import FashionEmbeddingModel
@@ -71,7 +88,7 @@ class Searcher:
         if checkpoint is None and recorded.get("base") == base:
             checkpoint = recorded.get("checkpoint")
         alpha = lora_alpha if lora_alpha is not None else (recorded.get("lora_alpha") or 32.0)
-        encoder = FashionEmbeddingModel(checkpoint, base, device, lora_alpha=alpha)
+        encoder = FashionEmbeddingModel(checkpoint, base, device, lora_alpha=alpha, dtype=dtype)
         return cls(store, encoder)
 
     @property
@@ -240,20 +257,30 @@ def open_searcher(
     collection: str | None = None,
     embeddings: str | None = None,
     use_faiss: bool = False,
+    ef: int | None = None,
+    nprobe: int | None = None,
     base: str | None = None,
     checkpoint: str | None = None,
     lora_alpha: float | None = None,
     device: str | None = "auto",
+    dtype: str | None = "auto",
 ) -> Searcher:
     """Open the named store (embeddings folder > ``uri`` > ``db``) and its query model; the store is closed
     again if the model cannot be loaded."""
     from fashion_retrieval.store import open_store
 
     store = open_store(
-        db=db, uri=uri, token=token, collection=collection, embeddings=embeddings, use_faiss=use_faiss or None
+        db=db,
+        uri=uri,
+        token=token,
+        collection=collection,
+        embeddings=embeddings,
+        use_faiss=use_faiss or None,
+        ef=ef,
+        nprobe=nprobe,
     )
     try:
-        return Searcher.open(store, base=base, checkpoint=checkpoint, lora_alpha=lora_alpha, device=device)
+        return Searcher.open(store, base=base, checkpoint=checkpoint, lora_alpha=lora_alpha, device=device, dtype=dtype)
     except Exception:
         store.close()
         raise

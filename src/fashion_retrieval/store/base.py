@@ -88,10 +88,13 @@ class VectorStore(Protocol):
     """What search needs from a store; Milvus and in-memory implement it with the same results."""
 
     description: str
+    max_concurrency: int  # how many searches callers should run at once (the store's engine decides)
 
     def count(self) -> int: ...
 
     def identity(self) -> dict | None: ...
+
+    def precision(self) -> dict | None: ...
 
     def attributes(self) -> list[str]: ...
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from fashion_retrieval.embeddings import load_embeddings
 from fashion_retrieval.identity import ensure_same_model
+from fashion_retrieval.progress import progress_bar
 from fashion_retrieval.store.base import BASE_FIELDS
 from fashion_retrieval.store.milvus import MilvusStore, MilvusTarget
 
@@ -23,8 +24,6 @@ class IndexConfig:
 
 def index_embeddings(config: IndexConfig, *, progress: bool = True) -> dict:
     """Upsert every embedded item (failed items are not in the folder); optionally delete rows no longer there."""
-    from tqdm.auto import tqdm
-
     started = time.perf_counter()
     data = load_embeddings(config.embeddings)
     store = MilvusStore(config.target, must_exist=False)
@@ -48,11 +47,12 @@ def index_embeddings(config: IndexConfig, *, progress: bool = True) -> dict:
                 attributes,
                 data.identity,
                 has_text=data.text_embeddings is not None,
+                precision=data.manifest.get("precision"),
             )
             created = True
         meta = data.metadata.astype(str)
         upserted = 0
-        with tqdm(total=len(meta), unit="row", desc="indexing", disable=not progress) as bar:
+        with progress_bar(len(meta), "indexing", "row", enabled=progress) as bar:
             for start in range(0, len(meta), config.batch_size):
                 stop = min(start + config.batch_size, len(meta))
                 rows = _rows(

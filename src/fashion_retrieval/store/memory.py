@@ -29,6 +29,7 @@ class MemoryStore:
         self.ef_search = ef_search
         self._faiss: dict[str, object] = {}
         self._facets: dict[int, dict[str, list[str]]] = {}
+        self.max_concurrency = 1  # numpy's matrix products already use every core
 
     @classmethod
     def open(cls, folder: str | Path, *, use_faiss: bool | None = None) -> MemoryStore:
@@ -39,6 +40,9 @@ class MemoryStore:
 
     def identity(self) -> dict | None:
         return self.data.manifest.get("model")
+
+    def precision(self) -> dict | None:
+        return self.data.manifest.get("precision")
 
     def attributes(self) -> list[str]:
         return [c for c in self.meta.columns if c not in BASE_FIELDS]

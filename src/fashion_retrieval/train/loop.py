@@ -24,6 +24,7 @@ from fashion_retrieval.errors import FashionRetrievalError
 from fashion_retrieval.evaluate.metrics import recall_report
 from fashion_retrieval.files import atomic_save, atomic_write_bytes
 from fashion_retrieval.model.loading import load_model, max_text_length
+from fashion_retrieval.progress import progress_bar
 from fashion_retrieval.train import checkpoints
 from fashion_retrieval.train.data import PairDataset
 from fashion_retrieval.train.losses import contrastive_loss, itm_loss, soft_targets
@@ -58,9 +59,12 @@ class TrainConfig:
     partial_attributes: tuple[str, ...] = ()
     workers: int = 0
     limit: int | None = None
+    on_error: str = "skip"  # unreadable images: skip (listed in OUT/failures.jsonl) or fail at the first
     ks: tuple[int, ...] = field(default=(1, 5, 10))
 
     def __post_init__(self) -> None:
+        if self.on_error not in ("skip", "fail"):
+            raise ValueError(f"--on-error {self.on_error!r} for training: use skip or fail")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError("--val-fraction must be in [0, 1)")
         if self.dtype not in ("auto", "fp32", "bf16"):
@@ -123,8 +127,21 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         preprocess = ImagePreprocessor.from_processor(loaded.processor)
         full_keys, partial_keys = list(config.match_attributes), list(config.partial_attributes)
-        self.train_set = PairDataset(catalog, self.train_rows, preprocess, full_keys, partial_keys)
-        self.val_set = PairDataset(catalog, self.val_rows, preprocess, [], []) if n_val else None
+        self.train_set = PairDataset(catalog, self.train_rows, preprocess, full_keys, partial_keys, config.on_error)
+        self.val_set = PairDataset(catalog, self.val_rows, preprocess, [], [], config.on_error) if n_val else None
+        self.failures = self.train_set.failures + (self.val_set.failures if self.val_set is not None else [])
+        if len(self.failures) == len(catalog):
+            raise FashionRetrievalError(
+                f"{config.catalog}: none of its {len(catalog)} images can be read "
+                f"(first: {self.failures[0]['path']}: {self.failures[0]['reason']}); check --images-dir"
+            )
+        if len(self.train_set) < config.batch_size:
+            raise FashionRetrievalError(
+                f"{len(self.train_set)} readable training items is fewer than one batch of {config.batch_size}"
+                + (f" ({len(self.failures)} unreadable images left out)" if self.failures else "")
+            )
+        if self.val_set is not None and len(self.val_set) == 0:
+            self.val_set = None
         # Mixed precision on GPUs only (bf16 needs no loss scaling); weights and optimizer stay fp32.
         bf16_ok = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.amp = (config.dtype == "bf16" and self.device.type != "cpu") or (config.dtype == "auto" and bf16_ok)
@@ -236,11 +253,10 @@ class Trainer:
     def run(self, progress: bool = True, *, epochs_this_run: int | None = None) -> dict:
         """Train to ``config.epochs`` (resuming if OUT holds a run); ``epochs_this_run`` stops early, as an
         interruption would, e.g. for jobs in time slices."""
-        from tqdm.auto import tqdm
-
         config = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.out / "train_config.json", json.dumps(config.to_dict(), indent=2).encode())
+        atomic_write_bytes(self.out / "failures.jsonl", "".join(json.dumps(f) + "\n" for f in self.failures).encode())
         resumed = self.try_resume()
         loader = DataLoader(
             self.train_set,
@@ -256,7 +272,7 @@ class Trainer:
         self.model.train()
         stop, done_before = False, list(self.history)
         # One bar for the run; with a time budget its length is the step count the budget allows at most.
-        bar = tqdm(total=total_steps, initial=self.step, desc="training", unit="step", disable=not progress)
+        bar = progress_bar(total_steps, "training", "step", enabled=progress, initial=self.step)
         for epoch in range(self.start_epoch, config.epochs):
             torch.manual_seed(config.seed + epoch)  # the same shuffles whether resumed or not
             loader.generator.manual_seed(config.seed + epoch)
@@ -320,6 +336,7 @@ class Trainer:
             "history": self.history,
             "train_items": len(self.train_set),
             "val_items": len(self.val_set) if self.val_set else 0,
+            "failed_images": len(self.failures),
             "seconds": round(self.elapsed, 2),
             "checkpoint": str(self.out / "model_weights" / "best_model.pth"),
         }

@@ -1,0 +1,44 @@
+"""The library logs its decisions; progress is a bar on a terminal and a periodic log line elsewhere."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from fashion_retrieval.progress import LogProgress, progress_bar
+
+
+def test_progress_without_a_terminal_is_a_log_line_every_few_seconds(caplog, monkeypatch):
+    caplog.set_level("INFO", logger="fashion_retrieval")
+    bar = progress_bar(100, "embedding", "img")  # pytest's stderr is not a terminal
+    assert isinstance(bar, LogProgress)
+    clock = iter([0.0, 1.0, 2.0, 6.0, 7.0, 13.0, 14.0])
+    monkeypatch.setattr("fashion_retrieval.progress.time.monotonic", lambda: next(clock))
+    bar = LogProgress(100, "embedding", "img")  # starts at t=0
+    for _ in range(5):
+        bar.update(10)  # t = 1, 2, 6, 7, 13: lines at 6 and 13 only
+    bar.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "fashion_retrieval.progress"]
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("embedding: 30/100 img, 30%, 5.0 img/s") and "s left" in lines[0]
+    assert "done in 14.0 s" in lines[-1]
+
+
+def test_cli_logs_decisions_and_quiet_silences_them(tiny_base, tmp_path):
+    from fashion_retrieval.data.synthetic import make_catalog
+
+    catalog = make_catalog(tmp_path / "c", n=6, seed=1, image_size=32)
+
+    def run(*flags):
+        cmd = [sys.executable, "-m", "fashion_retrieval", *flags, "embed", str(catalog), "--base", str(tiny_base)]
+        cmd += ["--out", str(tmp_path / f"o{len(flags)}"), "--workers", "0", "--device", "cpu", "--json"]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120)
+
+    normal = run()
+    assert json.loads(normal.stdout)["embedded"] == 6  # stdout stays pure JSON
+    assert "fashion_retrieval.model.loading: model" in normal.stderr and "float32" in normal.stderr
+    quiet = run("--quiet")
+    assert "INFO" not in quiet.stderr
+    verbose = run("--quiet", "--verbose")  # -v wins: debugging details
+    assert "DEBUG" in verbose.stderr

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from fashion_retrieval.serve.app import ServeConfig, create_app
+from fashion_retrieval.serve.app import create_app
+from fashion_retrieval.serve.config import ServeConfig
 from tests.store.conftest import embeddings_dir, store_catalog, store_encoder  # noqa: F401
 
 

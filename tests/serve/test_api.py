@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from fashion_retrieval.embeddings import load_embeddings
-from fashion_retrieval.serve.app import ServeConfig, create_app
+from fashion_retrieval.serve.app import create_app
+from fashion_retrieval.serve.config import ServeConfig
 from tests.helpers import ServedIndex, jpeg_bytes
 
 

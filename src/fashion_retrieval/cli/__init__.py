@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from fashion_retrieval.cli import embed, model, quality, serve, store  # noqa: F401  (registers subcommands)
-from fashion_retrieval.cli.common import app, configure_logging
+from fashion_retrieval.cli.common import app
+from fashion_retrieval.logs import configure_logging
 
 
 @app.callback()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -33,18 +32,6 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(2) from None
 
     return wrapper
-
-
-def configure_logging(*, verbose: bool = False, quiet: bool = False) -> None:
-    """The CLI's logging: INFO from this library by default (its decisions), DEBUG with -v, WARNING with -q;
-    other libraries at WARNING unless -v. Everything goes to stderr, so --json output stays clean."""
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    logging.getLogger("fashion_retrieval").setLevel(level)
 
 
 def print_json(data: Any) -> None:

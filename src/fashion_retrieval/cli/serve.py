@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,10 @@ from fashion_retrieval.cli.common import (
     CollectionOpt,
     DbOpt,
     DeviceOpt,
+    DtypeOpt,
+    EfOpt,
     JsonOpt,
+    NprobeOpt,
     TokenOpt,
     UriOpt,
     app,
@@ -30,21 +34,49 @@ def serve(
     collection: CollectionOpt = "fashion_items",
     embeddings: Annotated[str | None, typer.Option(help="Serve an embeddings folder in memory instead.")] = None,
     use_faiss: Annotated[bool, typer.Option("--faiss", help="In memory: FAISS HNSW instead of exact.")] = False,
+    ef: EfOpt = None,
+    nprobe: NprobeOpt = None,
     images_dir: Annotated[
         str | None, typer.Option(help="Where the catalogue images are, if not at the recorded paths.")
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    api_key: Annotated[str | None, typer.Option(help="Require this X-API-Key header on /api/*.")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Server processes, each with its own model (needs --uri or --embeddings: a Lite file serves "
+            "one process)."
+        ),
+    ] = 1,
+    api_key: Annotated[str | None, typer.Option(help="Require this X-API-Key header on /api/* and /images/*.")] = None,
     cors_origin: Annotated[str | None, typer.Option(help="Allow this browser origin (CORS is off otherwise).")] = None,
     base: Annotated[str | None, typer.Option(help="Query model base (default: the recorded one).")] = None,
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    max_batch: Annotated[
+        int | None, typer.Option(help="Queries encoded together at most (default: 32 on CPU, 128 on CUDA).")
+    ] = None,
+    max_image_batch: Annotated[
+        int | None, typer.Option(help="Of which with an image at most (default: 4 on CPU, 64 on CUDA).")
+    ] = None,
+    max_wait_ms: Annotated[
+        float | None,
+        typer.Option(help="Wait this long for more queries before encoding (default: 0 on CPU, 5 on CUDA)."),
+    ] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest image upload accepted.")] = 10.0,
+    metrics: Annotated[
+        bool, typer.Option("--metrics/--no-metrics", help="Serve Prometheus metrics at /metrics.")
+    ] = True,
+    log_level: Annotated[
+        str, typer.Option(help="debug, info (one access-log line per request), warning or error.")
+    ] = "info",
 ) -> None:
-    """Serve the JSON API (docs at /docs) and the search page at / ."""
-    import uvicorn
+    """Serve the JSON API (docs at /docs), the search page at / and Prometheus metrics at /metrics.
 
-    from fashion_retrieval.serve.app import ServeConfig, create_app, open_config_searcher
+    Queries are batched: one model worker encodes what is waiting together, while the store answers the
+    previous batch. Bodies are capped (--max-upload-mb for images, 1 MB for JSON) before they are read."""
+    from fashion_retrieval.serve.config import ServeConfig
 
     config = ServeConfig(
         db=db,
@@ -53,22 +85,70 @@ def serve(
         collection=collection,
         embeddings=embeddings,
         use_faiss=use_faiss,
+        ef=ef,
+        nprobe=nprobe,
         images_dir=images_dir,
         base=base,
         checkpoint=checkpoint,
         device=device,
+        dtype=dtype,
         host=host,
         port=port,
+        workers=workers,
         api_key=api_key,
         cors_origin=cors_origin,
+        max_batch=max_batch,
+        max_image_batch=max_image_batch,
+        max_wait_ms=max_wait_ms,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        metrics=metrics,
+        log_level=log_level,
     )
-    searcher = open_config_searcher(config)  # fail here, with a one-line error, before the server starts
-    typer.echo(f"serving {searcher.store.count()} items from {searcher.store.description}")
-    typer.echo(f"open http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
-    try:
-        uvicorn.run(create_app(config, searcher=searcher), host=host, port=port, log_level="warning")
-    finally:
-        searcher.store.close()
+    run_server(config)
+
+
+def run_server(config) -> None:
+    """Open the searcher (a one-line error before the server starts if it cannot), then run uvicorn."""
+    import os
+    import tempfile
+
+    import uvicorn
+
+    from fashion_retrieval.serve.app import create_app, open_config_searcher
+    from fashion_retrieval.serve.config import CONFIG_ENV
+
+    if config.log_level not in ("debug", "info", "warning", "error"):
+        raise ValueError(f"--log-level {config.log_level!r}: use debug, info, warning or error")
+    logging.getLogger("fashion_retrieval").setLevel(config.log_level.upper())
+    options = {
+        "host": config.host,
+        "port": config.port,
+        "log_level": "warning" if config.log_level == "info" else config.log_level,  # our access log replaces its
+        "access_log": False,
+        "timeout_keep_alive": config.keep_alive_seconds,
+        "h11_max_incomplete_event_size": 16 * 1024,  # request line + headers
+    }
+    if config.workers == 1:
+        searcher = open_config_searcher(config)
+        typer.echo(f"serving {searcher.store.count()} items from {searcher.store.description}")
+        typer.echo(f"open http://{config.host}:{config.port}/  (API docs: http://{config.host}:{config.port}/docs)")
+        try:
+            uvicorn.run(create_app(config, searcher=searcher), **options)
+        finally:
+            searcher.store.close()
+        return
+    from fashion_retrieval.store import open_store
+
+    store = open_store(
+        db=config.db, uri=config.uri, token=config.token, collection=config.collection, embeddings=config.embeddings
+    )  # fail here, once, if the store is not there
+    typer.echo(f"serving {store.count()} items from {store.description} with {config.workers} workers")
+    store.close()
+    typer.echo(f"open http://{config.host}:{config.port}/  (API docs: http://{config.host}:{config.port}/docs)")
+    os.environ[CONFIG_ENV] = config.to_json()
+    if config.metrics and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fashion-metrics-")
+    uvicorn.run("fashion_retrieval.serve.app:app_from_environment", factory=True, workers=config.workers, **options)
 
 
 @app.command()
@@ -95,19 +175,6 @@ def demo(
             for hit in example["results"]:
                 typer.echo(f"  {hit['score']:.3f}  {hit['caption']}")
         return
-    serve(
-        db=str(Path(workdir) / "fashion.db"),
-        uri=None,
-        token=None,
-        collection="fashion_items",
-        embeddings=None,
-        use_faiss=False,
-        images_dir=None,
-        host="127.0.0.1",
-        port=port,
-        api_key=None,
-        cors_origin=None,
-        base=None,
-        checkpoint=None,
-        device="cpu",
-    )
+    from fashion_retrieval.serve.config import ServeConfig
+
+    run_server(ServeConfig(db=str(Path(workdir) / "fashion.db"), port=port, device="cpu"))

@@ -19,6 +19,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from fashion_retrieval.errors import ImageError
 
 ImageInput = str | Path | bytes | Image.Image
+# Query images from the network: a JPEG larger than the model needs is decoded reduced (DCT scaling: cheap at any
+# size, up to PIL's decompression-bomb limit); other formats decode at full size, so they are capped at 4096x4096
+# (~0.1 s to decode), which no query needs to exceed. Catalogue images (trusted files) keep PIL's limit.
+API_MAX_PIXELS = 4096 * 4096
 
 
 def to_rgb(image: Image.Image, *, owned: bool = False) -> Image.Image:
@@ -40,8 +44,14 @@ def to_rgb(image: Image.Image, *, owned: bool = False) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_image(source: ImageInput) -> Image.Image:
-    """Decode ``source`` fully into an RGB image, or raise ImageError naming it and the reason."""
+def open_image(
+    source: ImageInput, *, max_pixels: int | None = None, reduce_to: tuple[int, int] | None = None
+) -> Image.Image:
+    """Decode ``source`` fully into an RGB image, or raise ImageError naming it and the reason.
+
+    ``reduce_to`` (width, height): a JPEG at least twice that size is decoded at a reduced scale (DCT scaling,
+    never below that size), which costs a fraction of a full decode. ``max_pixels`` refuses, before decoding,
+    an image that would still be decoded at more pixels than that."""
     if isinstance(source, Image.Image):
         return to_rgb(source)
     name = "uploaded image" if isinstance(source, bytes) else str(source)
@@ -51,6 +61,14 @@ def open_image(source: ImageInput) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
             with handle, Image.open(handle) as image:
+                if reduce_to and image.format == "JPEG":
+                    image.draft("RGB", reduce_to)  # header only: picks the DCT scale, decodes nothing yet
+                width, height = image.size
+                if max_pixels and width * height > max_pixels:
+                    raise ImageError(
+                        f"{name}: too many pixels ({width}x{height}; the limit is {max_pixels / 1e6:.1f} Mpx): "
+                        "send a smaller image"
+                    )
                 image.load()
                 return to_rgb(image, owned=True)
     except FileNotFoundError as exc:

@@ -2,37 +2,27 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from typing import Literal
+import threading
+from collections.abc import Sequence
 
-from fashion_retrieval.data.images import ImageInput
-from fashion_retrieval.errors import FashionRetrievalError, ModelMismatchError, QueryError
+import numpy as np
+
+from fashion_retrieval.data.images import API_MAX_PIXELS, ImageInput, open_image
+from fashion_retrieval.errors import FashionRetrievalError, ModelMismatchError
 from fashion_retrieval.identity import ModelIdentity, ensure_same_model
 from fashion_retrieval.ranking import top_k_indices
-from fashion_retrieval.search.fusion import rrf
+from fashion_retrieval.search.queries import (
+    Against,
+    Fusion,
+    HybridQuery,
+    ImageQuery,
+    Query,
+    SearchResponse,
+    TextQuery,
+    rescored,
+    split_rows,
+)
 from fashion_retrieval.store.base import Filters, Hit, VectorStore
-
-Against = Literal["image", "text"]
-Fusion = Literal["weighted", "rrf"]
-MAX_TOP_K = 1000
-CANDIDATES = 100  # per list, for RRF and for weighted fusion across two vector fields
-
-
-@dataclass
-class SearchResponse:
-    query: dict
-    results: list[Hit]
-    seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {
-            "query": self.query,
-            "results": [h.to_dict() for h in self.results],
-            "seconds": self.seconds,
-            **self.extra,
-        }
 
 
 def ensure_comparable_precision(stored: dict | None, query: dict, what: str) -> None:
@@ -50,12 +40,6 @@ def ensure_comparable_precision(stored: dict | None, query: dict, what: str) -> 
         )
 
 
-def _check_top_k(top_k: int) -> int:
-    if not 1 <= int(top_k) <= MAX_TOP_K:
-        raise QueryError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
-    return int(top_k)
-
-
 class Searcher:
     """Encodes queries with the model the store was built with, and searches the store."""
 
@@ -66,6 +50,9 @@ class Searcher:
         ensure_comparable_precision(store.precision(), encoder.precision.to_dict(), store.description)
         self.store = store
         self.encoder = encoder
+        # One model, many callers (the serving engine's worker, reranks, Python threads): one at a time.
+        self.model_lock = threading.RLock()
+        self.max_pixels = API_MAX_PIXELS
 
     @classmethod
     def open(
@@ -95,7 +82,38 @@ class Searcher:
     def identity(self) -> ModelIdentity:
         return self.encoder.identity
 
-    # -- queries -----------------------------------------------------------------------------
+    # -- encoding: one batch for the texts of many queries, one for their images -------------------
+    def prepare_image(self, image: ImageInput) -> np.ndarray:
+        """Decode and preprocess a query image ([3, H, W] float32); raises ImageError naming a bad one."""
+        return self.encoder.preprocess(open_image(image, max_pixels=self.max_pixels, reduce_to=self.input_size))
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.encoder.preprocess.width, self.encoder.preprocess.height
+
+    def encode_queries(self, queries: Sequence[Query]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(text vectors, image vectors) per query, computed in one text batch and one image batch."""
+        texts = [t for q in queries for t in q.texts()]
+        pixels = [p for q in queries for p in q.pixels()]
+        dim = self.encoder.embed_dim
+        with self.model_lock:
+            # identical texts (a popular query sent by many clients at once) are encoded once
+            unique = list(dict.fromkeys(texts))
+            encoded = self.encoder.encode_batch_texts(unique, batch_size=max(1, len(unique))) if unique else None
+            text_vectors = (
+                encoded[[unique.index(t) for t in texts]] if encoded is not None else np.zeros((0, dim), np.float32)
+            )
+            image_vectors = self.encoder.encode_pixels(np.stack(pixels)) if pixels else np.zeros((0, dim), np.float32)
+        text_parts = split_rows(text_vectors, [len(q.texts()) for q in queries])
+        image_parts = split_rows(image_vectors, [len(q.pixels()) for q in queries])
+        return list(zip(text_parts, image_parts, strict=True))
+
+    def run(self, query: Query) -> SearchResponse:
+        """Encode what ``query`` needs and search: the same two steps the serving engine runs for a batch."""
+        ((texts, images),) = self.encode_queries([query])
+        return query.execute(self, texts, images)
+
+    # -- the query types --------------------------------------------------------------------------
     def text(
         self,
         query: str,
@@ -106,39 +124,15 @@ class Searcher:
         rerank: int = 0,
     ) -> SearchResponse:
         """Text -> images (``against="image"``) or -> captions (``against="text"``)."""
-        start = time.perf_counter()
-        query = self._clean_text(query)
-        top_k = _check_top_k(top_k)
-        vector = self.encoder.encode_text(query)
-        hits = self.store.search(vector, against, max(top_k, rerank), filters)[0]
-        extra = {}
-        if rerank:
-            hits, extra = self._rerank(query, hits)
-        return self._respond(
-            {
-                "type": "text",
-                "text": query,
-                "against": against,
-                "top_k": top_k,
-                "filters": dict(filters or {}),
-                "rerank": rerank,
-            },
-            hits[:top_k],
-            start,
-            extra,
-        )
+        return self.run(TextQuery(query, top_k, filters, against, rerank))
 
     def image(
         self, image: ImageInput, *, top_k: int = 10, filters: Filters | None = None, against: Against = "image"
     ) -> SearchResponse:
         """Image -> images (``against="image"``) or image -> captions (``against="text"``)."""
-        start = time.perf_counter()
-        top_k = _check_top_k(top_k)
-        vector = self.encoder.encode_image(image)
-        hits = self.store.search(vector, against, top_k, filters)[0]
-        return self._respond(
-            {"type": "image", "against": against, "top_k": top_k, "filters": dict(filters or {})}, hits, start
-        )
+        query = ImageQuery(np.zeros(0), top_k, filters, against)  # checks the options before decoding
+        query.image = self.prepare_image(image)
+        return self.run(query)
 
     def hybrid(
         self,
@@ -153,100 +147,24 @@ class Searcher:
         rerank: int = 0,
     ) -> SearchResponse:
         """Text and image together: ``alpha`` weighs the text (1 = text only, 0 = image only)."""
-        start = time.perf_counter()
-        text = self._clean_text(text)
-        top_k = _check_top_k(top_k)
-        if not 0.0 <= alpha <= 1.0:
-            raise QueryError(f"alpha must be between 0 and 1, got {alpha}")
-        if fusion not in ("weighted", "rrf"):
-            raise QueryError(f"fusion must be 'weighted' or 'rrf', got {fusion!r}")
-        text_vec, image_vec = self.encoder.encode_text(text), self.encoder.encode_image(image)
-        want = max(top_k, rerank)
-        if fusion == "rrf":
-            pool = max(want, CANDIDATES)
-            lists = [
-                self.store.search(text_vec, against, pool, filters)[0],
-                self.store.search(image_vec, "image", pool, filters)[0],
-            ]
-            hits = rrf(lists, weights=[alpha, 1.0 - alpha])[:want]
-        elif against == "image":
-            # Both parts score the same vectors, so alpha*(t.v) + (1-alpha)*(i.v) = (alpha*t + (1-alpha)*i).v:
-            # one exact search with the combined query.
-            hits = self.store.search(alpha * text_vec + (1.0 - alpha) * image_vec, "image", want, filters)[0]
-        else:
-            hits = self._weighted_two_fields(text_vec, image_vec, alpha, want, filters)
-        extra = {}
-        if rerank:
-            hits, extra = self._rerank(text, hits)
-        query = {
-            "type": "hybrid",
-            "text": text,
-            "alpha": alpha,
-            "fusion": fusion,
-            "against": against,
-            "top_k": top_k,
-            "filters": dict(filters or {}),
-            "rerank": rerank,
-        }
-        return self._respond(query, hits[:top_k], start, extra)
+        query = HybridQuery(text, np.zeros(0), alpha, fusion, top_k, filters, against, rerank)
+        query.image = self.prepare_image(image)
+        return self.run(query)
 
     # -- helpers -----------------------------------------------------------------------------
-    @staticmethod
-    def _clean_text(text: str) -> str:
-        if not isinstance(text, str) or not text.strip():
-            raise QueryError("the text query is empty: type what you are looking for")
-        return text.strip()
-
-    def _weighted_two_fields(self, text_vec, image_vec, alpha, want, filters) -> list[Hit]:
-        """Weighted fusion of captions (text field) and images: candidates from both, then exact scores."""
-        pool = max(want, CANDIDATES)
-        candidates: dict[str, Hit] = {}
-        for hit in (
-            self.store.search(text_vec, "text", pool, filters)[0]
-            + self.store.search(image_vec, "image", pool, filters)[0]
-        ):
-            candidates.setdefault(hit.id, hit)
-        ids = list(candidates)
-        if not ids:
-            return []
-        scores = alpha * (self.store.vectors(ids, "text") @ text_vec) + (1.0 - alpha) * (
-            self.store.vectors(ids, "image") @ image_vec
-        )
-        order = top_k_indices(scores, want)
-        return [
-            Hit(
-                ids[i],
-                float(scores[i]),
-                candidates[ids[i]].caption,
-                candidates[ids[i]].path,
-                candidates[ids[i]].attributes,
-            )
-            for i in order
-        ]
-
-    def _rerank(self, text: str, hits: list[Hit]) -> tuple[list[Hit], dict]:
+    def rerank(self, text: str, hits: list[Hit]) -> tuple[list[Hit], dict]:
         """Rescore with the ITM head (precise, slow) the candidates ITC retrieval found (fast, broad)."""
         from fashion_retrieval.model.rerank import itm_scores
 
         if not hits:
             return hits, {"reranked": 0}
-        scores = itm_scores(self.encoder, text, [h.path for h in hits])
-        order = top_k_indices(scores, len(hits))
+        with self.model_lock:
+            scores = itm_scores(self.encoder, text, [h.path for h in hits])
         reranked = [
-            Hit(
-                hits[i].id,
-                float(scores[i]),
-                hits[i].caption,
-                hits[i].path,
-                {**hits[i].attributes, "itc_score": f"{hits[i].score:.6f}"},
-            )
-            for i in order
+            rescored(hits[i], float(scores[i]), itc_score=f"{hits[i].score:.6f}")
+            for i in top_k_indices(scores, len(hits))
         ]
         return reranked, {"reranked": len(hits)}
-
-    @staticmethod
-    def _respond(query: dict, hits: list[Hit], start: float, extra: dict | None = None) -> SearchResponse:
-        return SearchResponse(query, hits, round(time.perf_counter() - start, 4), extra or {})
 
 
 def open_searcher(

@@ -1,93 +1,44 @@
-"""The HTTP API and web page: ``create_app(config)``; the model and store open once, at start-up."""
+"""The HTTP API and web page: ``create_app(config)``. Routes only: the query engine owns the model and the store.
+
+Every route is ``async`` and awaits work done elsewhere (the engine's model worker, its store pool, a thread for
+decoding uploads): nothing on the event loop waits on a lock, a model or a store, so ``/api/health`` answers in
+milliseconds while every worker is busy.
+"""
 
 from __future__ import annotations
 
-import json
+import asyncio
+import logging
 import secrets
-import threading
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from fashion_retrieval.errors import FashionRetrievalError, ImageError, ModelMismatchError, StoreError
-from fashion_retrieval.serve.schemas import Health, SearchResult, TextSearchRequest
+from fashion_retrieval.errors import FashionRetrievalError, ImageError, ModelMismatchError, QueryError, StoreError
+from fashion_retrieval.search.queries import HybridQuery, ImageQuery, Query, TextQuery
+from fashion_retrieval.serve.config import ServeConfig
+from fashion_retrieval.serve.engine import EngineSettings, QueryEngine
+from fashion_retrieval.serve.limits import BodyLimitMiddleware, keep_uploads_in_memory
+from fashion_retrieval.serve.metrics import AccessLogMiddleware, ServeMetrics
+from fashion_retrieval.serve.schemas import (
+    Health,
+    Item,
+    SearchResult,
+    TextSearchRequest,
+    error_responses,
+    parse_form_filters,
+)
+from fashion_retrieval.store.base import validate_filters
 
+log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    db: str | None = None
-    uri: str | None = None
-    token: str | None = None
-    collection: str = "fashion_items"
-    embeddings: str | None = None
-    use_faiss: bool = False
-    images_dir: str | None = None
-    base: str | None = None
-    checkpoint: str | None = None
-    lora_alpha: float | None = None
-    device: str = "auto"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    api_key: str | None = None
-    cors_origin: str | None = None
-    max_upload_bytes: int = 10 * 1024 * 1024
-
-
-class SearchService:
-    """The searcher behind a lock: one model and one store connection shared by all requests."""
-
-    def __init__(self, searcher, config: ServeConfig) -> None:
-        self.searcher = searcher
-        self.config = config
-        self.lock = threading.Lock()
-
-    def hits(self, response) -> dict:
-        results = [
-            {
-                "id": h.id,
-                "score": h.score,
-                "caption": h.caption,
-                "image_url": f"/images/{quote(h.id, safe='')}",
-                "attributes": {k: str(v) for k, v in h.attributes.items()},
-            }
-            for h in response.results
-        ]
-        return {"query": response.query, "results": results, "seconds": response.seconds}
-
-    def check_filter_values(self, filters: dict) -> dict:
-        """Values of a faceted field must be ones the catalogue has: a typo or an injection attempt is a 400."""
-        with self.lock:
-            facets = self.searcher.store.facets()
-        for name, values in filters.items():
-            values = [values] if isinstance(values, str) else values
-            unknown = [v for v in values if name in facets and v not in facets[name]]
-            if unknown:
-                raise HTTPException(400, f"unknown value(s) {unknown} for filter {name!r}; known: {facets[name][:20]}")
-        return filters
-
-    def image_path(self, item_id: str) -> Path:
-        with self.lock:
-            found = self.searcher.store.get([item_id])
-        if not found:
-            raise HTTPException(404, f"no item {item_id!r}")
-        path = Path(found[0].path)
-        if self.config.images_dir:
-            # Paths recorded on another machine: look the file up by name under --images-dir, and nowhere else.
-            root = Path(self.config.images_dir).resolve()
-            path = (root / path.name).resolve()
-            if root not in path.parents:
-                raise HTTPException(404, "image outside the images folder")
-        if not path.is_file():
-            raise HTTPException(404, f"the image of {item_id!r} is not on this machine (use --images-dir)")
-        return path
+SHOWN_VALUES = 10
 
 
 def open_config_searcher(config: ServeConfig):
@@ -101,37 +52,116 @@ def open_config_searcher(config: ServeConfig):
         collection=config.collection,
         embeddings=config.embeddings,
         use_faiss=config.use_faiss,
+        ef=config.ef,
+        nprobe=config.nprobe,
         base=config.base,
         checkpoint=config.checkpoint,
         lora_alpha=config.lora_alpha,
         device=config.device,
+        dtype=config.dtype,
     )
 
 
-def _parse_filters(raw: str | None) -> dict:
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise HTTPException(422, f'filters must be a JSON object such as {{"gender": ["WOMEN"]}}: {exc}') from exc
-    if not isinstance(value, dict):
-        raise HTTPException(422, "filters must be a JSON object of field -> value or list of values")
-    return value
+def _short(values, limit: int = SHOWN_VALUES) -> str:
+    """A bounded rendering of user-given values for error messages (never echo a large input back)."""
+    shown = [str(v)[:40] for v in list(values)[:limit]]
+    return repr(shown) + (f" (+{len(values) - limit} more)" if len(values) > limit else "")
+
+
+class Service:
+    """What the routes share: the engine, the config, and checks that use only cached facts."""
+
+    def __init__(self, engine: QueryEngine, config: ServeConfig) -> None:
+        self.engine, self.config = engine, config
+        self.searcher = engine.searcher
+
+    def checked_filters(self, filters: dict) -> dict:
+        """Known fields, and for faceted fields known values (a typo or an injection attempt is a 400)."""
+        clean = validate_filters(filters, [*self.engine.attributes, "id"])
+        facets = self.engine.facets
+        for name, values in clean.items():
+            unknown = [v for v in values if name in facets and v not in facets[name]]
+            if unknown:
+                raise QueryError(
+                    f"unknown value(s) {_short(unknown)} for filter {name!r}; known: {_short(facets[name])}"
+                )
+        return clean
+
+    async def search(self, query: Query) -> dict:
+        response = await asyncio.wrap_future(self.engine.submit(query))
+        results = [
+            {
+                "id": h.id,
+                "score": h.score,
+                "caption": h.caption,
+                "image_url": f"/images/{quote(h.id, safe='')}",
+                "attributes": {k: str(v) for k, v in h.attributes.items()},
+            }
+            for h in response.results
+        ]
+        return {"query": response.query, "results": results, "seconds": response.seconds}
+
+    async def pixels(self, upload: UploadFile):
+        """The upload decoded and preprocessed in a worker thread (never on the event loop, never under the model)."""
+        data = await upload.read()
+        if len(data) > self.config.max_upload_bytes:
+            raise HTTPException(413, f"image over the {self.config.max_upload_bytes // (1024 * 1024)} MB limit")
+        if not data:
+            raise HTTPException(422, "the uploaded image is empty")
+        return await run_in_threadpool(self.searcher.prepare_image, data)
+
+    async def found(self, item_id: str):
+        found = await asyncio.wrap_future(self.engine.store_call(self.searcher.store.get, [item_id]))
+        if not found:
+            raise HTTPException(404, f"no item {_short([item_id], 1)}")
+        return found[0]
+
+    def image_path(self, hit) -> Path:
+        path = Path(hit.path)
+        if self.config.images_dir:
+            # Paths recorded on another machine: look the file up by name under --images-dir, and nowhere else.
+            root = Path(self.config.images_dir).resolve()
+            path = (root / path.name).resolve()
+            if root not in path.parents:
+                raise HTTPException(404, "image outside the images folder")
+        if not path.is_file():
+            raise HTTPException(404, "this item's image is not on this machine (use --images-dir)")
+        return path
+
+
+def _status_of(exc: FashionRetrievalError) -> int:
+    if isinstance(exc, ImageError):
+        return 413 if "too many pixels" in str(exc) else 415
+    if isinstance(exc, ModelMismatchError):
+        return 409
+    if isinstance(exc, StoreError):
+        return 503
+    return 400
 
 
 def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
     """The FastAPI app. ``searcher`` may be given (already open); otherwise it is opened in the lifespan."""
+    metrics = ServeMetrics() if config.metrics else None
+    keep_uploads_in_memory(config.max_upload_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         owned = searcher is None
-        app.state.service = SearchService(searcher or open_config_searcher(config), config)
+        opened = searcher or await run_in_threadpool(open_config_searcher, config)
+        settings = EngineSettings.for_device(
+            opened.encoder.device.type,
+            max_batch=config.max_batch,
+            max_image_batch=config.max_image_batch,
+            max_wait_ms=config.max_wait_ms,
+        )
+        engine = await run_in_threadpool(QueryEngine(opened, settings, metrics).start)
+        app.state.service = Service(engine, config)
         try:
             yield
         finally:
+            engine.close()
             if owned:
-                app.state.service.searcher.store.close()
+                opened.store.close()
 
     app = FastAPI(
         title="fashion-retrieval",
@@ -148,8 +178,15 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "X-API-Key"],
         )
+    app.add_middleware(
+        BodyLimitMiddleware,
+        json_limit=config.max_json_bytes,
+        upload_limit=config.max_upload_bytes,
+        body_timeout=config.body_timeout,
+    )
+    app.add_middleware(AccessLogMiddleware, metrics=metrics)
 
-    def service(request: Request) -> SearchService:
+    def service(request: Request) -> Service:
         return request.app.state.service
 
     def require_key(request: Request) -> None:
@@ -158,94 +195,81 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
 
     @app.exception_handler(FashionRetrievalError)
     async def user_error(_: Request, exc: FashionRetrievalError) -> JSONResponse:
-        status = (
-            415
-            if isinstance(exc, ImageError)
-            else 409
-            if isinstance(exc, ModelMismatchError)
-            else 503
-            if isinstance(exc, StoreError)
-            else 400
-        )
-        if isinstance(exc, ImageError) and "decompression bomb" in str(exc):
-            status = 413
-        return JSONResponse({"detail": str(exc).replace("uploaded image: ", "")}, status_code=status)
+        return JSONResponse({"detail": str(exc).replace("uploaded image: ", "")}, status_code=_status_of(exc))
 
-    async def read_upload(image: UploadFile) -> bytes:
-        data = await image.read(config.max_upload_bytes + 1)
-        if len(data) > config.max_upload_bytes:
-            raise HTTPException(413, f"image over the {config.max_upload_bytes // (1024 * 1024)} MB limit")
-        if not data:
-            raise HTTPException(422, "the uploaded image is empty")
-        return data  # decoded in memory by open_image, which sniffs the bytes (not the content type)
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes each bad input back: a deep or huge one would be serialised in full.
+        errors = [
+            {"loc": [str(p)[:64] for p in e.get("loc", ())][:8], "msg": str(e.get("msg", ""))[:200], "type": e["type"]}
+            for e in exc.errors()[:10]
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     api = [Depends(require_key)]
 
-    @app.get("/api/health", response_model=Health, dependencies=api)
-    def health(svc: SearchService = Depends(service)) -> dict:
-        with svc.lock:
-            count = svc.searcher.store.count()
+    @app.get("/api/health", response_model=Health, dependencies=api, responses=error_responses(401))
+    async def health(svc: Service = Depends(service)) -> dict:
+        """From cached values: answers at once however busy the model and the store are."""
+        engine = svc.engine
         return {
             "status": "ok",
             "model": svc.searcher.identity.to_dict(),
+            "precision": svc.searcher.encoder.precision.to_dict(),
             "store": svc.searcher.store.description,
-            "count": count,
+            "count": engine.count or 0,
+            "engine": engine.describe(),
         }
 
-    @app.post("/api/search/text", response_model=SearchResult, dependencies=api)
-    def search_text(body: TextSearchRequest, svc: SearchService = Depends(service)) -> dict:
-        filters = svc.check_filter_values(body.filters)
-        with svc.lock:
-            response = svc.searcher.text(
-                body.query, top_k=body.top_k, filters=filters, against=body.against, rerank=body.rerank
-            )
-        return svc.hits(response)
+    @app.post(
+        "/api/search/text",
+        response_model=SearchResult,
+        dependencies=api,
+        responses=error_responses(400, 401, 413, 422, 503),
+    )
+    async def search_text(body: TextSearchRequest, svc: Service = Depends(service)) -> dict:
+        filters = svc.checked_filters(body.filters)
+        return await svc.search(TextQuery(body.query, body.top_k, filters, body.against, body.rerank))
 
-    @app.post("/api/search/image", response_model=SearchResult, dependencies=api)
+    def form_filters(filters: str | None = Form(None, max_length=64 * 1024)) -> dict:
+        try:
+            return parse_form_filters(filters)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+    upload_errors = error_responses(400, 401, 413, 415, 422, 503)
+
+    @app.post("/api/search/image", response_model=SearchResult, dependencies=api, responses=upload_errors)
     async def search_image(
         image: UploadFile = File(...),
         top_k: int = Form(12, ge=1, le=200),
-        filters: str | None = Form(None),
+        filters: dict = Depends(form_filters),
         against: str = Form("image", pattern="^(image|text)$"),
-        svc: SearchService = Depends(service),
+        svc: Service = Depends(service),
     ) -> dict:
-        data, parsed = await read_upload(image), svc.check_filter_values(_parse_filters(filters))
+        query = ImageQuery(None, top_k, svc.checked_filters(filters), against)  # options checked before decoding
+        query.image = await svc.pixels(image)
+        return await svc.search(query)
 
-        def run():
-            with svc.lock:
-                return svc.searcher.image(data, top_k=top_k, filters=parsed, against=against)
-
-        return svc.hits(await run_in_threadpool(run))
-
-    @app.post("/api/search/hybrid", response_model=SearchResult, dependencies=api)
+    @app.post("/api/search/hybrid", response_model=SearchResult, dependencies=api, responses=upload_errors)
     async def search_hybrid(
         text: str = Form(..., min_length=1, max_length=1000),
         image: UploadFile = File(...),
         alpha: float = Form(0.5, ge=0.0, le=1.0),
         fusion: str = Form("weighted", pattern="^(weighted|rrf)$"),
         top_k: int = Form(12, ge=1, le=200),
-        filters: str | None = Form(None),
+        filters: dict = Depends(form_filters),
         against: str = Form("image", pattern="^(image|text)$"),
         rerank: int = Form(0, ge=0, le=100),
-        svc: SearchService = Depends(service),
+        svc: Service = Depends(service),
     ) -> dict:
-        data, parsed = await read_upload(image), svc.check_filter_values(_parse_filters(filters))
+        query = HybridQuery(text, None, alpha, fusion, top_k, svc.checked_filters(filters), against, rerank)
+        query.image = await svc.pixels(image)
+        return await svc.search(query)
 
-        def run():
-            with svc.lock:
-                return svc.searcher.hybrid(
-                    text, data, alpha=alpha, fusion=fusion, top_k=top_k, filters=parsed, against=against, rerank=rerank
-                )
-
-        return svc.hits(await run_in_threadpool(run))
-
-    @app.get("/api/items/{item_id:path}", dependencies=api)
-    def item(item_id: str, svc: SearchService = Depends(service)) -> dict:
-        with svc.lock:
-            found = svc.searcher.store.get([item_id])
-        if not found:
-            raise HTTPException(404, f"no item {item_id!r}")
-        hit = found[0]
+    @app.get("/api/items/{item_id:path}", response_model=Item, dependencies=api, responses=error_responses(401, 404))
+    async def item(item_id: str, svc: Service = Depends(service)) -> dict:
+        hit = await svc.found(item_id)
         return {
             "id": hit.id,
             "caption": hit.caption,
@@ -253,18 +277,35 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
             "attributes": hit.attributes,
         }
 
-    @app.get("/api/facets", dependencies=api)
-    def facets(svc: SearchService = Depends(service)) -> dict:
-        with svc.lock:
-            return svc.searcher.store.facets()
+    @app.get("/api/facets", dependencies=api, responses=error_responses(401))
+    async def facets(svc: Service = Depends(service)) -> dict[str, list[str]]:
+        return svc.engine.facets
 
-    @app.get("/images/{item_id:path}", include_in_schema=False)
-    def image_file(item_id: str, svc: SearchService = Depends(service)) -> FileResponse:
-        return FileResponse(svc.image_path(item_id))
+    @app.get("/images/{item_id:path}", include_in_schema=False, dependencies=api)
+    async def image_file(item_id: str, svc: Service = Depends(service)) -> FileResponse:
+        return FileResponse(svc.image_path(await svc.found(item_id)))
+
+    if metrics is not None:
+
+        @app.get("/metrics", include_in_schema=False)
+        async def prometheus_metrics() -> Response:
+            return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
+    async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one `serve --workers N` worker process (the config travels in an environment variable)."""
+    from fashion_retrieval.logs import configure_logging
+
+    config = ServeConfig.from_environment()
+    configure_logging(quiet=config.log_level in ("warning", "error", "critical"), verbose=config.log_level == "debug")
+    return create_app(config)
+
+
+__all__ = ["app_from_environment", "create_app", "open_config_searcher"]

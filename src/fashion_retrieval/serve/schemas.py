@@ -1,20 +1,68 @@
-"""Request and response models of the HTTP API (documented at /docs)."""
+"""Request and response models of the HTTP API (documented at /docs).
+
+Types are strict (``top_k: true`` is not a number), strings must be valid Unicode (no lone surrogates), and
+filters are bounded in shape and size before any work is done: at most ``MAX_FILTER_FIELDS`` fields of at
+most ``MAX_FILTER_VALUES`` values each.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
 
-FilterValues = dict[str, list[str] | str]
+MAX_FILTER_FIELDS = 16
+MAX_FILTER_VALUES = 64
+MAX_VALUE_LENGTH = 256
+MAX_QUERY_LENGTH = 1000
 
 
-class TextSearchRequest(BaseModel):
-    query: str = Field(..., min_length=1, max_length=1000, description="What to look for.")
-    top_k: int = Field(12, ge=1, le=200)
-    filters: FilterValues = Field(default_factory=dict, description='e.g. {"gender": ["WOMEN"]}')
+def valid_unicode(text: str) -> str:
+    """Strings that cannot be encoded (lone UTF-16 surrogates from a JSON ``\\ud800`` escape) are refused."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("the text holds invalid Unicode (a lone surrogate)") from None
+    return text
+
+
+Text = Annotated[StrictStr, AfterValidator(valid_unicode)]
+FieldName = Annotated[Text, Field(min_length=1, max_length=64)]
+FilterValue = Annotated[Text, Field(max_length=MAX_VALUE_LENGTH)]
+FilterValues = FilterValue | Annotated[list[FilterValue], Field(min_length=1, max_length=MAX_FILTER_VALUES)]
+Filters = Annotated[dict[FieldName, FilterValues], Field(max_length=MAX_FILTER_FIELDS)]
+FILTERS = TypeAdapter(Filters)
+FILTERS_EXAMPLE = '{"gender": ["WOMEN"], "product_type": ["Dresses", "Skirts"]}'
+
+
+def parse_form_filters(raw: str | None) -> dict[str, list[str] | str]:
+    """The ``filters`` form field of the multipart endpoints: a JSON object of field -> value(s), validated as
+    strictly as the JSON endpoints' ``filters``. Raises ValueError with a short message (never the input)."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
+        raise ValueError(f"filters must be a JSON object such as {FILTERS_EXAMPLE}") from None
+    try:
+        return FILTERS.validate_python(value)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])[:80]
+        raise ValueError(f"filters{'.' + where if where else ''}: {first['msg']}") from None
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+
+class TextSearchRequest(Strict):
+    query: Annotated[Text, Field(min_length=1, max_length=MAX_QUERY_LENGTH, description="What to look for.")]
+    top_k: StrictInt = Field(12, ge=1, le=200)
+    filters: Filters = Field(default_factory=dict, description=f"e.g. {FILTERS_EXAMPLE}")
     against: Literal["image", "text"] = "image"
-    rerank: int = Field(0, ge=0, le=100, description="Rescore the top N with the ITM head.")
+    rerank: StrictInt = Field(0, ge=0, le=100, description="Rescore the top N with the ITM head.")
 
 
 class SearchHit(BaseModel):
@@ -34,5 +82,52 @@ class SearchResult(BaseModel):
 class Health(BaseModel):
     status: str
     model: dict | None
+    precision: dict | None
     store: str
     count: int
+    engine: dict
+
+
+class Item(BaseModel):
+    id: str
+    caption: str
+    image_url: str
+    attributes: dict[str, str]
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int] = []
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    detail: str | list[ErrorDetail]
+
+
+def error_responses(*codes: int) -> dict:
+    """OpenAPI entries for the 4xx answers a route really gives, all with the same body shape."""
+    meaning = {
+        400: "Invalid query: unknown filter field or value, empty text",
+        401: "Missing or wrong X-API-Key",
+        404: "No such item",
+        408: "The request body arrived too slowly",
+        413: "Body, upload or image too large",
+        415: "Not an image PIL can read",
+        422: "Malformed request: wrong types, out of range, invalid Unicode",
+        503: "The store is unavailable",
+    }
+    return {code: {"model": ErrorBody, "description": meaning[code]} for code in codes}
+
+
+__all__ = [
+    "FILTERS",
+    "ErrorBody",
+    "Health",
+    "Item",
+    "SearchHit",
+    "SearchResult",
+    "TextSearchRequest",
+    "error_responses",
+    "parse_form_filters",
+]

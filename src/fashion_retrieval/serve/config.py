@@ -1,0 +1,68 @@
+"""``ServeConfig``: everything ``fashion-retrieval serve`` is told, as one frozen value (JSON for worker processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+
+CONFIG_ENV = "FASHION_RETRIEVAL_SERVE_CONFIG"  # how `serve --workers N` hands the config to each worker
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    db: str | None = None
+    uri: str | None = None
+    token: str | None = None
+    collection: str = "fashion_items"
+    embeddings: str | None = None
+    use_faiss: bool = False
+    ef: int | None = None
+    nprobe: int | None = None
+    images_dir: str | None = None
+    base: str | None = None
+    checkpoint: str | None = None
+    lora_alpha: float | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    api_key: str | None = None
+    cors_origin: str | None = None
+    # batching (None: the device's defaults, see serve/engine.py)
+    max_batch: int | None = None
+    max_image_batch: int | None = None
+    max_wait_ms: float | None = None
+    # limits
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_json_bytes: int = 1024 * 1024
+    body_timeout: float = 30.0
+    keep_alive_seconds: int = 5
+    # observability
+    metrics: bool = True
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("--workers must be at least 1")
+        if self.workers > 1 and not self.uri and not self.embeddings:
+            from fashion_retrieval.errors import StoreError
+
+            raise StoreError(
+                f"--workers {self.workers} with a Milvus Lite file: the file serves one process. Share it: run "
+                f"`python -m fashion_retrieval.store.lite_server {self.db or 'fashion.db'} --port 19530` and "
+                "serve with --uri http://127.0.0.1:19530 (or use a Milvus server)"
+            )
+        if min(self.max_upload_bytes, self.max_json_bytes) < 1 or self.body_timeout <= 0:
+            raise ValueError("body limits must be positive")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_environment(cls) -> ServeConfig:
+        return cls(**json.loads(os.environ[CONFIG_ENV]))
+
+
+__all__ = ["CONFIG_ENV", "ServeConfig"]

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from fashion_retrieval.cli.common import CheckpointOpt, DeviceOpt, JsonOpt, app, csv_option, print_json, user_errors
+from fashion_retrieval.errors import FashionRetrievalError
 
 
 @app.command()
@@ -101,12 +102,32 @@ def eval_command(
             "gallery, as the public fashion leaderboard)."
         ),
     ] = "full",
-    queries: Annotated[int | None, typer.Option(help="Sample at most N queries.")] = None,
+    queries: Annotated[int | None, typer.Option(help="Sample at most N queries (compose: reference items).")] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     query_ids: Annotated[str | None, typer.Option(help="File of ids (one per line) to use as queries.")] = None,
+    task: Annotated[
+        str,
+        typer.Option(
+            help="retrieval (Recall@K of captions and images) or compose (composed, negative and "
+            "feedback queries; needs the model: --base/--checkpoint, default the one the folder records)."
+        ),
+    ] = "retrieval",
+    base: Annotated[str | None, typer.Option("--base", help="compose: BLIP base folder of the model.")] = None,
+    checkpoint: CheckpointOpt = None,
+    device: DeviceOpt = "auto",
+    mapping: Annotated[
+        str | None,
+        typer.Option(help="compose: JSON mapping attribute values to phrases (default: the synthetic catalogue's)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recall@K, MRR and ranks for text->image and image->text, with a per-attribute breakdown."""
+    """Retrieval quality: Recall@K, MRR and ranks for text->image and image->text with a per-attribute
+    breakdown (--task retrieval), or composed/negative/feedback queries (--task compose)."""
+    if task == "compose":
+        _eval_compose(embeddings, base, checkpoint, device, query_ids, mapping, queries, seed, as_json)
+        return
+    if task != "retrieval":
+        raise FashionRetrievalError(f"--task {task!r}: use retrieval or compose")
     from fashion_retrieval.evaluate.evaluate import EvalConfig, evaluate_embeddings
 
     config = EvalConfig(
@@ -126,6 +147,36 @@ def eval_command(
             f"  recall@{k} by {attribute}: "
             + ", ".join(f"{v} {m[f'recall@{k}']:.2f} ({m['queries']})" for v, m in values.items())
         )
+
+
+def _eval_compose(
+    embeddings: str,
+    base: str | None,
+    checkpoint: str | None,
+    device: str,
+    query_ids: str | None,
+    mapping: str | None,
+    references: int | None,
+    seed: int,
+    as_json: bool,
+) -> None:
+    from fashion_retrieval.evaluate.compose import ComposeEvalConfig, evaluate_compose, format_compose_report
+
+    config = ComposeEvalConfig(
+        embeddings,
+        base=base,
+        checkpoint=checkpoint,
+        device=device,
+        query_ids=query_ids,
+        mapping=mapping,
+        references=references,
+        seed=seed,
+    )
+    report = evaluate_compose(config)
+    if as_json:
+        print_json(report)
+    else:
+        typer.echo(format_compose_report(report))
 
 
 @app.command()

@@ -54,6 +54,18 @@ class ComposeWeights:
     pool              candidates fetched before re-scoring negatives
     rocchio_query, rocchio_liked, rocchio_unliked
                       q' = a*q + b*mean(liked) - c*mean(unliked)
+
+    Why these values (demo model, 200 held-out references, 3876 composed queries; Recall@10):
+    - delta 1.0 with the caption editor: 0.601 (w 0.75: 0.503, 1.5: 0.598, 2.0: 0.525); the ``caption``
+      method scores the same (0.607) but drops what only the picture shows (gender: 0.64 vs 0.88), and the
+      delta degrades less with an estimated caption (0.593 vs 0.582): hence ``method="delta"``.
+    - alpha 0.5: the weighted sum's best (0.177; 0.4: 0.159, 0.6: 0.148).
+    - negative_penalty 1.0, no subtraction: "without <colour>" leaves 0.948 of the top 10 free of it at a
+      cost of 2 points of the positive part's Recall@10; subtracting 0.5 clears 0.987 but costs 11 points,
+      and a penalty of 2.0 costs 11 points where the model cannot see the attribute (patterns).
+    - Rocchio 1 / 1 / 0.5: two liked results lift Recall@10 of the remaining targets 0.545 -> 0.849 (0.880
+      with two unliked); larger liked weights gain a little more (2.0: 0.883) but drift from the query the
+      user typed; an unliked weight at or above the liked one collapses (0.5 / 1.0: 0.543).
     """
 
     method: Method = "delta"
@@ -71,11 +83,16 @@ class ComposeWeights:
             raise ValueError(f"method {self.method!r}: use one of {', '.join(METHODS)}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        for name in ("delta", "negative_subtract", "negative_penalty", "rocchio_query", "rocchio_liked"):
+        for name in (
+            "delta",
+            "negative_subtract",
+            "negative_penalty",
+            "rocchio_query",
+            "rocchio_liked",
+            "rocchio_unliked",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.rocchio_unliked < 0:
-            raise ValueError(f"rocchio_unliked must be >= 0, got {self.rocchio_unliked}")
         if self.pool < 1:
             raise ValueError(f"pool must be >= 1, got {self.pool}")
 

@@ -26,7 +26,9 @@ from fashion_retrieval.serve.config import ServeConfig
 from fashion_retrieval.serve.engine import EngineSettings, QueryEngine
 from fashion_retrieval.serve.limits import BodyLimitMiddleware, keep_uploads_in_memory
 from fashion_retrieval.serve.metrics import AccessLogMiddleware, ServeMetrics
+from fashion_retrieval.serve.openapi import catalogue_openapi
 from fashion_retrieval.serve.schemas import (
+    NOT_BLANK,
     Health,
     Item,
     SearchResult,
@@ -101,9 +103,12 @@ class Service:
         ]
         return {"query": response.query, "results": results, "seconds": response.seconds}
 
-    async def pixels(self, upload: UploadFile):
-        """The upload decoded and preprocessed in a worker thread (never on the event loop, never under the model)."""
-        data = await upload.read()
+    async def pixels(self, upload: UploadFile | str):
+        """The upload decoded and preprocessed in a worker thread (never on the event loop, never under the model).
+
+        A part sent without a filename (as OpenAPI clients send a binary property) arrives as text that Starlette
+        decoded as UTF-8 or, failing that, Latin-1; both are undone here to get the bytes back."""
+        data = await upload.read() if isinstance(upload, UploadFile) else _raw_bytes(upload)
         if len(data) > self.config.max_upload_bytes:
             raise HTTPException(413, f"image over the {self.config.max_upload_bytes // (1024 * 1024)} MB limit")
         if not data:
@@ -127,6 +132,13 @@ class Service:
         if not path.is_file():
             raise HTTPException(404, "this item's image is not on this machine (use --images-dir)")
         return path
+
+
+def _raw_bytes(text: str) -> bytes:
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
 
 
 def _status_of(exc: FashionRetrievalError) -> int:
@@ -168,6 +180,8 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         description="Multimodal fashion search: text, image and hybrid queries with filters.",
+        # an image part sent without a filename is a plain field: let it be as large as an upload
+        form_limits={"max_part_size": config.max_upload_bytes, "max_files": 4, "max_fields": 32},
     )
     if config.cors_origin:
         from fastapi.middleware.cors import CORSMiddleware
@@ -241,7 +255,7 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
 
     @app.post("/api/search/image", response_model=SearchResult, dependencies=api, responses=upload_errors)
     async def search_image(
-        image: UploadFile = File(...),
+        image: UploadFile | str = File(...),
         top_k: int = Form(12, ge=1, le=200),
         filters: dict = Depends(form_filters),
         against: str = Form("image", pattern="^(image|text)$"),
@@ -253,8 +267,8 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
 
     @app.post("/api/search/hybrid", response_model=SearchResult, dependencies=api, responses=upload_errors)
     async def search_hybrid(
-        text: str = Form(..., min_length=1, max_length=1000),
-        image: UploadFile = File(...),
+        text: str = Form(..., min_length=1, max_length=1000, pattern=NOT_BLANK),
+        image: UploadFile | str = File(...),
         alpha: float = Form(0.5, ge=0.0, le=1.0),
         fusion: str = Form("weighted", pattern="^(weighted|rrf)$"),
         top_k: int = Form(12, ge=1, le=200),
@@ -296,6 +310,16 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    def openapi() -> dict:
+        service = getattr(app.state, "service", None)
+        version = service.engine.version if service else -1
+        if app.openapi_schema is None or app.state.openapi_version != version:
+            app.openapi_schema = catalogue_openapi(app, lambda: service.engine if service else None)
+            app.state.openapi_version = version
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
 
 

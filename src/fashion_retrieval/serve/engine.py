@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 DEFAULTS = {"cpu": {"max_batch": 32, "max_image_batch": 4, "max_wait_ms": 0.0}}
 DEFAULTS["cuda"] = {"max_batch": 128, "max_image_batch": 64, "max_wait_ms": 5.0}
 REFRESH_SECONDS = 10.0
+MODEL_NICE = 5  # CFS weight 1024 vs 335: the event loop wins the cores when it has work
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class QueryEngine:
         self.count: int | None = None
         self.facets: dict[str, list[str]] = {}
         self.attributes: list[str] = []
+        self.example_id: str | None = None
+        self.version = 0  # bumped when the cached facets change (the OpenAPI document lists them)
 
     # -- life cycle -----------------------------------------------------------------------------------
     def start(self) -> QueryEngine:
@@ -104,7 +107,11 @@ class QueryEngine:
         """Cached store facts (count, facets), refreshed in the background: health and facets never wait."""
         store = self.searcher.store
         self.count = self.store_pool.submit(store.count).result()
-        self.facets = self.store_pool.submit(store.facets).result()
+        facets = self.store_pool.submit(store.facets).result()
+        if facets != self.facets:
+            self.facets, self.version = facets, self.version + 1
+        if self.example_id is None:
+            self.example_id = next(iter(self.store_pool.submit(store.some_ids, 1).result()), None)
 
     def _refresh_loop(self) -> None:
         while not self._closed.wait(REFRESH_SECONDS):
@@ -177,6 +184,8 @@ class QueryEngine:
         return batch
 
     def _work(self) -> None:
+        if self.searcher.encoder.device.type == "cpu":
+            _yield_to_the_event_loop()
         while True:
             batch = self._take_batch()
             if batch is None:
@@ -215,6 +224,19 @@ class QueryEngine:
         finally:
             if self.metrics is not None:
                 self.metrics.search_seconds.observe(time.perf_counter() - started)
+
+
+def _yield_to_the_event_loop(nice: int = MODEL_NICE) -> None:
+    """Run the model (this thread, and the OpenMP threads it starts, which inherit the value) at a lower
+    priority than the event loop: when the model keeps every core busy, health checks, uploads and static
+    files are still served at once, and the model loses nothing when the rest is idle (Linux per-thread nice;
+    raising one's own nice needs no privilege)."""
+    import os
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError) as exc:  # not Linux: the model shares the cores evenly
+        log.debug("could not lower the model worker's priority: %s", exc)
 
 
 __all__ = ["EngineSettings", "QueryEngine"]

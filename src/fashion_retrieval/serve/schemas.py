@@ -10,7 +10,19 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictInt,
+    StrictStr,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+)
 
 MAX_FILTER_FIELDS = 16
 MAX_FILTER_VALUES = 64
@@ -27,10 +39,27 @@ def valid_unicode(text: str) -> str:
     return text
 
 
+def json_integer(value: object) -> object:
+    """A JSON number that is a whole number (12 or 12.0, as JSON Schema's "integer" allows); never a boolean
+    or a string: strict, but true to the documented schema."""
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not a boolean")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 Text = Annotated[StrictStr, AfterValidator(valid_unicode)]
+JsonInt = Annotated[StrictInt, BeforeValidator(json_integer)]
+NOT_BLANK = r"\S"  # at least one non-space character
 FieldName = Annotated[Text, Field(min_length=1, max_length=64)]
 FilterValue = Annotated[Text, Field(max_length=MAX_VALUE_LENGTH)]
-FilterValues = FilterValue | Annotated[list[FilterValue], Field(min_length=1, max_length=MAX_FILTER_VALUES)]
+# One value or a list of values; the discriminator picks the branch by shape, so errors name "value" or "values".
+FilterValues = Annotated[
+    Annotated[FilterValue, Tag("value")]
+    | Annotated[list[FilterValue], Field(min_length=1, max_length=MAX_FILTER_VALUES), Tag("values")],
+    Discriminator(lambda v: "values" if isinstance(v, list) else "value"),
+]
 Filters = Annotated[dict[FieldName, FilterValues], Field(max_length=MAX_FILTER_FIELDS)]
 FILTERS = TypeAdapter(Filters)
 FILTERS_EXAMPLE = '{"gender": ["WOMEN"], "product_type": ["Dresses", "Skirts"]}'
@@ -58,11 +87,13 @@ class Strict(BaseModel):
 
 
 class TextSearchRequest(Strict):
-    query: Annotated[Text, Field(min_length=1, max_length=MAX_QUERY_LENGTH, description="What to look for.")]
-    top_k: StrictInt = Field(12, ge=1, le=200)
+    query: Annotated[
+        Text, Field(min_length=1, max_length=MAX_QUERY_LENGTH, pattern=NOT_BLANK, description="What to look for.")
+    ]
+    top_k: JsonInt = Field(12, ge=1, le=200)
     filters: Filters = Field(default_factory=dict, description=f"e.g. {FILTERS_EXAMPLE}")
     against: Literal["image", "text"] = "image"
-    rerank: StrictInt = Field(0, ge=0, le=100, description="Rescore the top N with the ITM head.")
+    rerank: JsonInt = Field(0, ge=0, le=100, description="Rescore the top N with the ITM head.")
 
 
 class SearchHit(BaseModel):

@@ -107,6 +107,9 @@ class MemoryStore:
         rows = [self._row[i] for i in ids]
         return self._matrix[vector_field][rows]
 
+    def some_ids(self, n: int) -> list[str]:
+        return [str(i) for i in self.meta["id"][:n]]
+
     def get(self, ids: Sequence[str]) -> list[Hit]:
         return [self._hit(self._row[i], 0.0) for i in ids if i in self._row]
 

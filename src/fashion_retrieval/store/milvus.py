@@ -318,6 +318,9 @@ class MilvusStore:
         found = self._query_ids(list(ids), [field])
         return np.asarray([found[i][field] for i in ids], dtype=np.float32)
 
+    def some_ids(self, n: int) -> list[str]:
+        return [str(row["pk"]) for row in self.client.query(self.collection, filter="", output_fields=["pk"], limit=n)]
+
     def get(self, ids: Sequence[str]) -> list[Hit]:
         found = self._query_ids(list(ids), self._output_fields())
         return [self._hit(i, 0.0, found[i]) for i in ids if i in found]

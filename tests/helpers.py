@@ -93,7 +93,7 @@ def free_port() -> int:
 class ServedIndex:
     """`fashion-retrieval serve ARGS` in a real subprocess on a free loopback port, until closed."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict | None = None, startup: float = 60) -> None:
         import subprocess
         import sys
         import time
@@ -107,8 +107,9 @@ class ServedIndex:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env=env,
         )
-        deadline = time.time() + 60
+        deadline = time.time() + startup
         while time.time() < deadline:
             try:
                 if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:

@@ -65,6 +65,9 @@ def serve(
         typer.Option(help="Wait this long for more queries before encoding (default: 0 on CPU, 5 on CUDA)."),
     ] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest image upload accepted.")] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option(help="Seconds a request body may take to arrive (slow senders get 408).")
+    ] = 30.0,
     metrics: Annotated[
         bool, typer.Option("--metrics/--no-metrics", help="Serve Prometheus metrics at /metrics.")
     ] = True,
@@ -101,6 +104,7 @@ def serve(
         max_image_batch=max_image_batch,
         max_wait_ms=max_wait_ms,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        body_timeout=body_timeout,
         metrics=metrics,
         log_level=log_level,
     )

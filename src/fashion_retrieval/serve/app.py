@@ -108,7 +108,7 @@ class Service:
 
         A part sent without a filename (as OpenAPI clients send a binary property) arrives as text that Starlette
         decoded as UTF-8 or, failing that, Latin-1; both are undone here to get the bytes back."""
-        data = await upload.read() if isinstance(upload, UploadFile) else _raw_bytes(upload)
+        data = _raw_bytes(upload) if isinstance(upload, str) else await upload.read()
         if len(data) > self.config.max_upload_bytes:
             raise HTTPException(413, f"image over the {self.config.max_upload_bytes // (1024 * 1024)} MB limit")
         if not data:

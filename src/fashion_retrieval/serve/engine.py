@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import queue
 import threading
 import time
@@ -144,6 +145,7 @@ class QueryEngine:
 
     def describe(self) -> dict:
         return {
+            "pid": os.getpid(),  # which server process answered (serve --workers N)
             "max_batch": self.settings.max_batch,
             "max_image_batch": self.settings.max_image_batch,
             "max_wait_ms": self.settings.max_wait_ms,
@@ -231,8 +233,6 @@ def _yield_to_the_event_loop(nice: int = MODEL_NICE) -> None:
     priority than the event loop: when the model keeps every core busy, health checks, uploads and static
     files are still served at once, and the model loses nothing when the rest is idle (Linux per-thread nice;
     raising one's own nice needs no privilege)."""
-    import os
-
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
     except (AttributeError, OSError) as exc:  # not Linux: the model shares the cores evenly

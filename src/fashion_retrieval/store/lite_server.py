@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=19530)
     args = parser.parse_args(argv)
+    import warnings
+
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     from milvus_lite.server import Server
 
     db = Path(args.db).resolve()

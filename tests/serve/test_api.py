@@ -102,7 +102,7 @@ def test_bad_uploads(client, files, data, status, message):
     "body, status, message",
     [
         ({"query": ""}, 422, "query"),
-        ({"query": "   "}, 400, "empty"),
+        ({"query": "   "}, 422, "query"),
         ({"query": "dress", "top_k": 0}, 422, "top_k"),
         ({"query": "dress", "top_k": 100000}, 422, "top_k"),
         ({"query": "dress", "filters": {"nope": ["x"]}}, 400, "unknown filter field 'nope'"),

@@ -124,8 +124,22 @@ def index(
 @app.command()
 @user_errors
 def search(
-    text: Annotated[str | None, typer.Argument(help="What you look for, e.g. 'red striped dress'.")] = None,
+    text: Annotated[
+        str | None, typer.Argument(help="What you look for ('red striped dress'), or with --compose what to change.")
+    ] = None,
     image: Annotated[Path | None, typer.Option("--image", help="A query image (alone, or with TEXT: hybrid).")] = None,
+    compose: Annotated[
+        bool, typer.Option("--compose", help="Refine a reference (--item or --image) by TEXT: 'in red', 'for men'.")
+    ] = False,
+    item: Annotated[str | None, typer.Option("--item", help="Reference catalogue item id (implies --compose).")] = None,
+    minus: Annotated[
+        list[str] | None, typer.Option("--minus", help="Exclude what matches this text (repeatable): --minus stripes.")
+    ] = None,
+    like: Annotated[list[str] | None, typer.Option("--like", help="More like this item id (repeatable).")] = None,
+    unlike: Annotated[list[str] | None, typer.Option("--unlike", help="Less like this item id (repeatable).")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="Composition: delta (default), caption, sum, image or text.")
+    ] = None,
     alpha: Annotated[float, typer.Option(help="Hybrid: weight of the text (1 text only, 0 image only).")] = 0.5,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many results.")] = 10,
     filter_: Annotated[
@@ -150,13 +164,19 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Search by text, by image, or both (hybrid), with filters; a table, or JSON with --json."""
+    from rich.console import Console
+    from rich.table import Table
+
     from fashion_retrieval.errors import QueryError
     from fashion_retrieval.store.base import parse_filters
 
-    if text is None and image is None:
-        raise QueryError("give a TEXT query, an --image, or both")
-    if rerank and text is None:
-        raise QueryError("--rerank needs a TEXT query (the ITM head scores text against images)")
+    composing = compose or item is not None or bool(like) or bool(unlike)
+    if text is None and image is None and not composing:
+        raise QueryError("give a TEXT query, an --image, or both (or --compose with --item/--image)")
+    if rerank and (text is None or composing):
+        raise QueryError("--rerank needs a plain TEXT query (the ITM head scores text against images)")
+    if minus and not composing and (image is not None or against != "image"):
+        raise QueryError("--minus works on a text search or with --compose")
     filters = parse_filters(filter_)
     from fashion_retrieval.search.searcher import open_searcher
 
@@ -176,22 +196,35 @@ def search(
         dtype=dtype,
     )
     try:
-        if text is not None and image is not None:
+        if composing:
+            response = searcher.compose(
+                text,
+                item=item,
+                image=image,
+                minus=minus or (),
+                like=like or (),
+                unlike=unlike or (),
+                method=method,
+                top_k=top_k,
+                filters=filters,
+            )
+        elif text is not None and image is not None:
             response = searcher.hybrid(
                 text, image, alpha=alpha, fusion=fusion, top_k=top_k, filters=filters, against=against, rerank=rerank
             )
         elif text is not None:
-            response = searcher.text(text, top_k=top_k, filters=filters, against=against, rerank=rerank)
+            response = searcher.text(
+                text, top_k=top_k, filters=filters, against=against, rerank=rerank, minus=minus or ()
+            )
         else:
             response = searcher.image(image, top_k=top_k, filters=filters, against=against)
     finally:
         searcher.store.close()
     if as_json:
-        print_json({"query": response.query, "results": [h.to_dict() for h in response.results]})
+        print_json({"query": response.query, "results": [h.to_dict() for h in response.results], **response.extra})
         return
-    from rich.console import Console
-    from rich.table import Table
-
+    if response.extra.get("composed_caption"):
+        Console(stderr=True).print(f"composed caption: {response.extra['composed_caption']}")
     table = Table(title=f"{len(response.results)} results ({response.seconds * 1000:.0f} ms)")
     for column in ("#", "score", "id", "caption"):
         table.add_column(column, overflow="fold")

@@ -48,8 +48,8 @@ from fashion_retrieval.search.compose import (
     REFERENCE,
     ComposeWeights,
     compose_query,
-    penalize_negatives,
     rocchio,
+    score_without,
 )
 
 log = logging.getLogger(__name__)
@@ -190,11 +190,17 @@ def _negatives(data, mapping, references, texts, weights) -> dict:
     values, names = attribute_matrix(data.metadata, mapping), list(mapping.attributes)
     image = data.image_embeddings
     out: dict[str, dict] = {}
-    variants = {"no negative": weights.with_(negative_subtract=0.0, negative_penalty=0.0)}
-    variants.update({f"subtract {s}": weights.with_(negative_subtract=s, negative_penalty=0.0) for s in SUBTRACTS})
-    variants.update({f"penalty {p}": weights.with_(negative_subtract=0.0, negative_penalty=p) for p in PENALTIES})
+    captions = data.metadata["caption"].astype(str).to_numpy()
+    variants = {"no negative": weights.with_(negative_subtract=0.0, negative_penalty=0.0, caption_mentions=False)}
+    variants["embedding only (penalty 1.0)"] = weights.with_(caption_mentions=False)
+    embedding = weights.with_(caption_mentions=False)  # the sweeps measure the embedding signal alone
+    variants.update({f"subtract {s}": embedding.with_(negative_subtract=s, negative_penalty=0.0) for s in SUBTRACTS})
+    variants.update({f"penalty {p}": embedding.with_(negative_subtract=0.0, negative_penalty=p) for p in PENALTIES})
     variants.update(
-        {f"subtract 0.25 + penalty {p}": weights.with_(negative_subtract=0.25, negative_penalty=p) for p in (1.0, 2.0)}
+        {
+            f"subtract 0.25 + penalty {p}": embedding.with_(negative_subtract=0.25, negative_penalty=p)
+            for p in (1.0, 2.0)
+        }
     )
     variants["default"] = weights
     for attribute in mapping.negative_attributes:
@@ -226,7 +232,8 @@ def _negatives(data, mapping, references, texts, weights) -> dict:
                 scores = image @ query
                 scores[r] = -np.inf
                 pool = top_k_indices(scores, w.pool)
-                rescored = penalize_negatives(image[pool], scores[pool], text_vecs[f"{NEGATIVE}0"][None], w)
+                negative = text_vecs[f"{NEGATIVE}0"][None]
+                rescored = score_without(image[pool], scores[pool], captions[pool], [terms[y]], negative, w)
                 top = pool[top_k_indices(rescored, 10)]
                 totals[name].append(
                     (free[top].mean(), positive[top].any(), (positive & free)[top].any(), positive[top].mean())

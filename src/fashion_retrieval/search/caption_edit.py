@@ -153,6 +153,38 @@ class CaptionEditor:
         return CaptionEdit(text, replaced, missing)
 
 
+def stem(word: str) -> str:
+    """A light English stem, enough to match a negative to a caption's spelling of it: plurals, "-ed"
+    adjectives and a final "e" go ("stripes", "striped", "stripe" -> "strip"; "dots", "dotted" -> "dot")."""
+    word = word.lower()
+    for suffix in ("ies", "es", "ed", "s"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix) and not word.endswith("ss"):
+            word = word[: -len(suffix)] + ("i" if suffix == "ies" else "")
+            break
+    if len(word) > 3 and word.endswith("y"):
+        word = word[:-1] + "i"  # hoody, hoodies -> hoodi
+    if len(word) > 3 and word.endswith("e"):
+        word = word[:-1]
+    if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiouls":
+        word = word[:-1]  # dotted -> dott -> dot
+    if len(word) > 4 and word.endswith("our"):
+        word = word[:-3] + "or"  # British and American spellings alike: colour -> color
+    return word
+
+
+def mentions(caption: str, phrase: str) -> bool:
+    """True when every content word of ``phrase`` occurs in ``caption`` (by stem; hyphenated words count by
+    their parts too, so "polka-dot" mentions "dots")."""
+    wanted = {stem(w) for w in words(phrase) if w not in STOPWORDS}
+    if not wanted:
+        return False
+    present = set()
+    for word in words(caption):
+        present.add(stem(word))
+        present.update(stem(part) for part in word.split("-") if part)
+    return wanted <= present
+
+
 def _match_case(original: str, word: str) -> str:
     return word.capitalize() if original[:1].isupper() and original[1:2].islower() else word
 
@@ -162,4 +194,4 @@ def append_modifier(caption: str, modifier: str) -> str:
     return f"{caption.rstrip()} {modifier.strip()}".strip()
 
 
-__all__ = ["STOPWORDS", "CaptionEdit", "CaptionEditor", "append_modifier", "words"]
+__all__ = ["STOPWORDS", "CaptionEdit", "CaptionEditor", "append_modifier", "mentions", "stem", "words"]

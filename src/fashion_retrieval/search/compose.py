@@ -32,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 
-from fashion_retrieval.search.caption_edit import CaptionEditor, append_modifier
+from fashion_retrieval.search.caption_edit import CaptionEditor, append_modifier, mentions
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ class ComposeWeights:
     delta             delta method: q = image + delta*(t(composed) - t(reference))
     negative_subtract q -= negative_subtract * sum_k t(negative_k) before searching (0: off)
     negative_penalty  on the candidate pool: s -= negative_penalty * sum_k excess_k (0: off)
+    caption_mentions  on the candidate pool: an item whose caption mentions an excluded term (by word stem)
+                      ranks after every item that does not
     pool              candidates fetched before re-scoring negatives
     rocchio_query, rocchio_liked, rocchio_unliked
                       q' = a*q + b*mean(liked) - c*mean(unliked)
@@ -77,6 +79,7 @@ class ComposeWeights:
     rocchio_query: float = 1.0
     rocchio_liked: float = 1.0
     rocchio_unliked: float = 0.5
+    caption_mentions: bool = True  # negatives: a candidate whose caption mentions the excluded term sinks
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -230,6 +233,29 @@ def penalize_negatives(
     return (scores - weights.negative_penalty * excess.sum(axis=1)).astype(np.float32)
 
 
+MENTION_PENALTY = 10.0  # larger than any cosine gap: an item described with the excluded term ranks after all others
+
+
+def score_without(
+    candidate_vectors: np.ndarray,
+    scores: np.ndarray,
+    captions: Sequence[str],
+    negatives: Sequence[str],
+    negative_vecs: np.ndarray,
+    weights: ComposeWeights = DEFAULT_WEIGHTS,
+) -> np.ndarray:
+    """The pool's scores for "... without <negatives>": the embedding penalty (``penalize_negatives``) and,
+    with ``weights.caption_mentions``, a candidate whose caption mentions a negative (by word stem:
+    "stripes" finds "striped", "dots" finds "polka-dot") sinks below all that do not. The caption is the
+    stronger signal where the model cannot see the attribute (patterns, on the demo model); the embedding
+    catches what captions leave unsaid."""
+    scores = penalize_negatives(candidate_vectors, scores, negative_vecs, weights)
+    if weights.caption_mentions and len(negatives):
+        described = np.array([any(mentions(c, n) for n in negatives) for c in captions], dtype=bool)
+        scores = scores - MENTION_PENALTY * described
+    return scores.astype(np.float32)
+
+
 def rocchio(
     query: np.ndarray,
     liked: np.ndarray | None = None,
@@ -266,4 +292,5 @@ __all__ = [
     "normalize",
     "penalize_negatives",
     "rocchio",
+    "score_without",
 ]

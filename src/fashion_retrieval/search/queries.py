@@ -18,6 +18,7 @@ import numpy as np
 
 from fashion_retrieval.errors import QueryError
 from fashion_retrieval.ranking import top_k_indices
+from fashion_retrieval.search.compose import DEFAULT_WEIGHTS, ComposeWeights, score_without
 from fashion_retrieval.search.fusion import rrf
 from fashion_retrieval.store.base import Filters, Hit
 
@@ -28,6 +29,7 @@ Against = Literal["image", "text"]
 Fusion = Literal["weighted", "rrf"]
 MAX_TOP_K = 1000
 CANDIDATES = 100  # per list, for RRF and for weighted fusion across two vector fields
+MAX_NEGATIVES = 8
 
 
 @dataclass
@@ -97,6 +99,8 @@ class TextQuery(Query):
     filters: Filters | None = None
     against: Against = "image"
     rerank: int = 0
+    minus: Sequence[str] = ()  # "without ...": texts whose matches sink to the bottom of a candidate pool
+    weights: ComposeWeights = field(default_factory=lambda: DEFAULT_WEIGHTS)
 
     def __post_init__(self) -> None:
         self.started = time.perf_counter()
@@ -106,12 +110,17 @@ class TextQuery(Query):
             check_against(self.against),
             check_rerank(self.rerank),
         )
+        self.minus = clean_list(self.minus, "negative texts", MAX_NEGATIVES)
+        if self.minus and (self.against != "image" or self.rerank):
+            raise QueryError("negative texts re-score images by similarity: use against='image' and no rerank")
 
     def texts(self) -> list[str]:
-        return [self.text]
+        return [self.text, *self.minus]
 
     def execute(self, searcher: Searcher, texts: np.ndarray, images: np.ndarray) -> SearchResponse:
-        hits = searcher.store.search(texts[0], self.against, max(self.top_k, self.rerank), self.filters)[0]
+        want = max(self.top_k, self.rerank, self.weights.pool if self.minus else 0)
+        hits = searcher.store.search(texts[0], self.against, want, self.filters)[0]
+        hits = exclude_negatives(searcher, hits, self.minus, texts[1:], self.weights)
         extra = {}
         if self.rerank:
             hits, extra = searcher.rerank(self.text, hits)
@@ -122,6 +131,7 @@ class TextQuery(Query):
             "top_k": self.top_k,
             "filters": dict(self.filters or {}),
             "rerank": self.rerank,
+            "minus": list(self.minus),
         }
         return self.respond(query, hits[: self.top_k], extra)
 
@@ -228,6 +238,27 @@ def weighted_two_fields(store, text_vec, image_vec, alpha: float, want: int, fil
 
 def rescored(hit: Hit, score: float, **attributes: str) -> Hit:
     return Hit(hit.id, score, hit.caption, hit.path, {**hit.attributes, **attributes})
+
+
+def exclude_negatives(
+    searcher: Searcher, hits: list[Hit], negatives: Sequence[str], vectors: np.ndarray, weights: ComposeWeights
+) -> list[Hit]:
+    """Re-score a candidate pool for negative texts (``compose.score_without``); best first."""
+    if not hits or not len(negatives):
+        return hits
+    candidates = searcher.store.vectors([h.id for h in hits], "image")
+    scores = np.array([h.score for h in hits], np.float32)
+    scores = score_without(candidates, scores, [h.caption for h in hits], negatives, vectors, weights)
+    return [rescored(hits[i], float(scores[i])) for i in top_k_indices(scores, len(hits))]
+
+
+def clean_list(values: Sequence[str] | None, what: str, limit: int) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in (values or ()) if isinstance(v, str) and v.strip())
+    if len(items) > limit:
+        raise QueryError(f"at most {limit} {what}, got {len(items)}")
+    if any(len(v) > 1000 for v in items):
+        raise QueryError(f"{what} must be at most 1000 characters each")
+    return items
 
 
 def split_rows(matrix: np.ndarray, counts: Sequence[int]) -> list[np.ndarray]:

@@ -8,9 +8,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from fashion_retrieval.data.images import API_MAX_PIXELS, ImageInput, open_image
-from fashion_retrieval.errors import FashionRetrievalError, ModelMismatchError
+from fashion_retrieval.errors import FashionRetrievalError, ModelMismatchError, QueryError
 from fashion_retrieval.identity import ModelIdentity, ensure_same_model
 from fashion_retrieval.ranking import top_k_indices
+from fashion_retrieval.search.caption_edit import CaptionEditor
+from fashion_retrieval.search.compose import DEFAULT_WEIGHTS, ComposeWeights
+from fashion_retrieval.search.composed import ComposeQuery
 from fashion_retrieval.search.queries import (
     Against,
     Fusion,
@@ -23,6 +26,8 @@ from fashion_retrieval.search.queries import (
     split_rows,
 )
 from fashion_retrieval.store.base import Filters, Hit, VectorStore
+
+EDITOR_CAPTIONS = 50_000  # captions the caption editor learns from (an even sample beyond that)
 
 
 def ensure_comparable_precision(stored: dict | None, query: dict, what: str) -> None:
@@ -52,6 +57,8 @@ class Searcher:
         self.encoder = encoder
         # One model, many callers (the serving engine's worker, reranks, Python threads): one at a time.
         self.model_lock = threading.RLock()
+        self._editor: CaptionEditor | None = None
+        self._editor_lock = threading.Lock()
         self.max_pixels = API_MAX_PIXELS
 
     @classmethod
@@ -108,6 +115,18 @@ class Searcher:
         image_parts = split_rows(image_vectors, [len(q.pixels()) for q in queries])
         return list(zip(text_parts, image_parts, strict=True))
 
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """A few texts a query composes while it runs (e.g. an edited caption), under the model lock."""
+        with self.model_lock:
+            return self.encoder.encode_batch_texts(list(texts), batch_size=max(1, len(texts)))
+
+    def caption_editor(self) -> CaptionEditor:
+        """The caption editor learned from this catalogue's captions, built once on first use."""
+        with self._editor_lock:
+            if self._editor is None:
+                self._editor = CaptionEditor.from_captions(self.store.captions(EDITOR_CAPTIONS))
+            return self._editor
+
     def run(self, query: Query) -> SearchResponse:
         """Encode what ``query`` needs and search: the same two steps the serving engine runs for a batch."""
         ((texts, images),) = self.encode_queries([query])
@@ -122,9 +141,11 @@ class Searcher:
         filters: Filters | None = None,
         against: Against = "image",
         rerank: int = 0,
+        minus: Sequence[str] = (),
     ) -> SearchResponse:
-        """Text -> images (``against="image"``) or -> captions (``against="text"``)."""
-        return self.run(TextQuery(query, top_k, filters, against, rerank))
+        """Text -> images (``against="image"``) or -> captions (``against="text"``); ``minus`` texts are
+        excluded ("a dress", minus=["stripes"]: striped dresses sink to the bottom)."""
+        return self.run(TextQuery(query, top_k, filters, against, rerank, minus))
 
     def image(
         self, image: ImageInput, *, top_k: int = 10, filters: Filters | None = None, against: Against = "image"
@@ -149,6 +170,34 @@ class Searcher:
         """Text and image together: ``alpha`` weighs the text (1 = text only, 0 = image only)."""
         query = HybridQuery(text, np.zeros(0), alpha, fusion, top_k, filters, against, rerank)
         query.image = self.prepare_image(image)
+        return self.run(query)
+
+    def compose(
+        self,
+        modifier: str | None = None,
+        *,
+        item: str | None = None,
+        image: ImageInput | None = None,
+        minus: Sequence[str] = (),
+        like: Sequence[str] = (),
+        unlike: Sequence[str] = (),
+        method: str | None = None,
+        weights: ComposeWeights | None = None,
+        top_k: int = 10,
+        filters: Filters | None = None,
+    ) -> SearchResponse:
+        """Refine: start from a catalogue ``item`` or an ``image``, change it by ``modifier`` ("in red"),
+        exclude ``minus`` texts ("stripes"), and move toward ``like`` / away from ``unlike`` item ids.
+
+        ``method``: delta (default: the image moved by the caption's change), caption, sum, image, text;
+        ``weights``: ``search.compose.ComposeWeights`` (defaults measured by ``eval --task compose``)."""
+        query = ComposeQuery(
+            modifier, item, None, minus, like, unlike, method, weights or DEFAULT_WEIGHTS, top_k, filters
+        )
+        if image is not None:
+            if item is not None:
+                raise QueryError("give a reference item or a reference image, not both")
+            query.image = self.prepare_image(image)
         return self.run(query)
 
     # -- helpers -----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import logging
 import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -21,6 +22,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from fashion_retrieval.errors import FashionRetrievalError, ImageError, ModelMismatchError, QueryError, StoreError
+from fashion_retrieval.search.compose import DEFAULT_WEIGHTS
+from fashion_retrieval.search.composed import ComposeQuery
 from fashion_retrieval.search.queries import HybridQuery, ImageQuery, Query, TextQuery
 from fashion_retrieval.serve.config import ServeConfig
 from fashion_retrieval.serve.engine import EngineSettings, QueryEngine
@@ -31,6 +34,8 @@ from fashion_retrieval.serve.schemas import (
     NOT_BLANK,
     Health,
     Item,
+    ItemId,
+    NegativeText,
     SearchResult,
     TextSearchRequest,
     error_responses,
@@ -101,7 +106,7 @@ class Service:
             }
             for h in response.results
         ]
-        return {"query": response.query, "results": results, "seconds": response.seconds}
+        return {"query": response.query, "results": results, "seconds": response.seconds, **response.extra}
 
     async def pixels(self, upload: UploadFile | str):
         """The upload decoded and preprocessed in a worker thread (never on the event loop, never under the model).
@@ -243,7 +248,7 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
     )
     async def search_text(body: TextSearchRequest, svc: Service = Depends(service)) -> dict:
         filters = svc.checked_filters(body.filters)
-        return await svc.search(TextQuery(body.query, body.top_k, filters, body.against, body.rerank))
+        return await svc.search(TextQuery(body.query, body.top_k, filters, body.against, body.rerank, body.minus))
 
     def form_filters(filters: str | None = Form(None, max_length=64 * 1024)) -> dict:
         try:
@@ -279,6 +284,29 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
     ) -> dict:
         query = HybridQuery(text, None, alpha, fusion, top_k, svc.checked_filters(filters), against, rerank)
         query.image = await svc.pixels(image)
+        return await svc.search(query)
+
+    @app.post("/api/search/compose", response_model=SearchResult, dependencies=api, responses=upload_errors)
+    async def search_compose(
+        modifier: str | None = Form(None, max_length=1000, pattern=NOT_BLANK, description="What to change: in red"),
+        item: str | None = Form(None, max_length=1024, pattern=NOT_BLANK, description="Reference catalogue item id"),
+        image: UploadFile | str | None = File(None, description="Or a reference image"),
+        minus: list[NegativeText] = Form([], max_length=8, description="Exclude what matches: stripes"),
+        like: list[ItemId] = Form([], max_length=50, description="More like these item ids"),
+        unlike: list[ItemId] = Form([], max_length=50, description="Less like these item ids"),
+        method: Literal["delta", "caption", "sum", "image", "text"] | None = Form(None),
+        top_k: int = Form(12, ge=1, le=200),
+        filters: dict = Depends(form_filters),
+        svc: Service = Depends(service),
+    ) -> dict:
+        """Refine a search: a reference (item id or image) changed by a modifier, negatives, feedback ids."""
+        query = ComposeQuery(
+            modifier, item, None, minus, like, unlike, method, DEFAULT_WEIGHTS, top_k, svc.checked_filters(filters)
+        )
+        if image is not None and image != "":
+            if item is not None:
+                raise HTTPException(422, "give a reference item or a reference image, not both")
+            query.image = await svc.pixels(image)
         return await svc.search(query)
 
     @app.get("/api/items/{item_id:path}", response_model=Item, dependencies=api, responses=error_responses(401, 404))

@@ -82,6 +82,10 @@ def parse_form_filters(raw: str | None) -> dict[str, list[str] | str]:
         raise ValueError(f"filters{'.' + where if where else ''}: {first['msg']}") from None
 
 
+NegativeText = Annotated[Text, Field(min_length=1, max_length=200, pattern=NOT_BLANK)]
+ItemId = Annotated[Text, Field(min_length=1, max_length=1024)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(strict=True)
 
@@ -94,6 +98,9 @@ class TextSearchRequest(Strict):
     filters: Filters = Field(default_factory=dict, description=f"e.g. {FILTERS_EXAMPLE}")
     against: Literal["image", "text"] = "image"
     rerank: JsonInt = Field(0, ge=0, le=100, description="Rescore the top N with the ITM head.")
+    minus: Annotated[
+        list[NegativeText], Field(max_length=8, description='Exclude what matches these texts, e.g. ["stripes"].')
+    ] = []
 
 
 class SearchHit(BaseModel):
@@ -108,6 +115,9 @@ class SearchResult(BaseModel):
     query: dict
     results: list[SearchHit]
     seconds: float
+    reference_caption: str | None = None
+    caption_estimated: bool | None = None
+    composed_caption: str | None = None
 
 
 class Health(BaseModel):

@@ -107,6 +107,11 @@ class MemoryStore:
         rows = [self._row[i] for i in ids]
         return self._matrix[vector_field][rows]
 
+    def captions(self, limit: int) -> list[str]:
+        """Up to ``limit`` captions, an even sample of the catalogue."""
+        step = max(1, len(self.meta) // max(1, limit))
+        return self.meta["caption"].astype(str).tolist()[::step][:limit]
+
     def some_ids(self, n: int) -> list[str]:
         return [str(i) for i in self.meta["id"][:n]]
 

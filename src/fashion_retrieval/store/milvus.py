@@ -318,6 +318,17 @@ class MilvusStore:
         found = self._query_ids(list(ids), [field])
         return np.asarray([found[i][field] for i in ids], dtype=np.float32)
 
+    def captions(self, limit: int) -> list[str]:
+        """Up to ``limit`` captions (the first ones the collection returns: a sample of the catalogue)."""
+        iterator = self.client.query_iterator(self.collection, batch_size=5000, filter="", output_fields=["caption"])
+        captions: list[str] = []
+        try:
+            while len(captions) < limit and (batch := iterator.next()):
+                captions.extend(str(row.get("caption", "")) for row in batch)
+        finally:
+            iterator.close()
+        return captions[:limit]
+
     def some_ids(self, n: int) -> list[str]:
         return [str(row["pk"]) for row in self.client.query(self.collection, filter="", output_fields=["pk"], limit=n)]
 

@@ -1,0 +1,157 @@
+"""Composed and refined search requests: "like this, but in red", "not striped", "more like these".
+
+``ComposeQuery`` carries a reference (a catalogue item or an uploaded image), a modifier text, negative
+texts and relevance feedback (liked / unliked item ids). The algebra is ``search/compose.py``; this module
+fetches what it needs from the store (the reference's caption and vector, the feedback items' vectors),
+encodes the captions it composes, searches a candidate pool and re-scores it for the negatives.
+
+Negatives are re-scored on the candidate pool as for a plain text search (``queries.exclude_negatives``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fashion_retrieval.errors import QueryError
+from fashion_retrieval.search.compose import (
+    COMPOSED,
+    DEFAULT_WEIGHTS,
+    METHODS,
+    MODIFIER,
+    NEGATIVE,
+    REFERENCE,
+    ComposeWeights,
+    compose_query,
+    compose_texts,
+    negative_vectors,
+    rocchio,
+)
+from fashion_retrieval.search.queries import (
+    MAX_NEGATIVES,
+    Query,
+    SearchResponse,
+    check_top_k,
+    clean_list,
+    clean_text,
+    exclude_negatives,
+)
+from fashion_retrieval.store.base import Filters
+
+if TYPE_CHECKING:
+    from fashion_retrieval.search.searcher import Searcher
+
+MAX_FEEDBACK = 50
+
+
+@dataclass
+class ComposeQuery(Query):
+    """A refined search; give at least a reference (``item`` or ``image``), a ``modifier`` or ``like`` ids.
+
+    ``image`` is the preprocessed upload ([3, H, W], ``Searcher.prepare_image``). The reference item and
+    the liked items are left out of the results: the shopper has seen them already."""
+
+    modifier: str | None = None
+    item: str | None = None
+    image: np.ndarray | None = None
+    minus: Sequence[str] = ()
+    like: Sequence[str] = ()
+    unlike: Sequence[str] = ()
+    method: str | None = None
+    weights: ComposeWeights = field(default_factory=lambda: DEFAULT_WEIGHTS)
+    top_k: int = 10
+    filters: Filters | None = None
+
+    def __post_init__(self) -> None:
+        self.started = time.perf_counter()
+        self.modifier = clean_text(self.modifier, "the modifier") if self.modifier is not None else None
+        self.item = clean_text(self.item, "the reference item id") if self.item is not None else None
+        self.minus = clean_list(self.minus, "negative texts", MAX_NEGATIVES)
+        self.like = clean_list(self.like, "liked items", MAX_FEEDBACK)
+        self.unlike = clean_list(self.unlike, "unliked items", MAX_FEEDBACK)
+        self.top_k = check_top_k(self.top_k)
+        if self.method is not None and self.method not in METHODS:
+            raise QueryError(f"method {self.method!r}: use one of {', '.join(METHODS)}")
+        if self.item is not None and self.image is not None:
+            raise QueryError("give a reference item or a reference image, not both")
+        if self.item is None and self.image is None and not self.modifier and not self.like:
+            raise QueryError("a refined search needs a reference (item or image), a modifier, or liked items")
+
+    def texts(self) -> list[str]:
+        return [t for t in (self.modifier,) if t] + list(self.minus)
+
+    def pixels(self) -> list[np.ndarray]:
+        return [] if self.image is None else [self.image]
+
+    def _reference(self, searcher: Searcher, images: np.ndarray) -> tuple[np.ndarray | None, str | None, bool]:
+        """(image vector, caption, caption is an estimate) of the reference."""
+        store = searcher.store
+        if self.item is not None:
+            found = store.get([self.item])
+            if not found:
+                raise QueryError(f"no item {self.item[:80]!r} in {store.description}")
+            return store.vectors([self.item], "image")[0], found[0].caption or None, False
+        if self.image is None:
+            return None, None, False
+        vector = images[0]
+        if not store.has_field("text"):
+            return vector, None, False
+        # An upload has no caption: the caption of its nearest catalogue item stands in (measured on the demo:
+        # Recall@10 0.593 against 0.601 with the real caption).
+        nearest = store.search(vector, "text", 1)[0]
+        return vector, (nearest[0].caption if nearest else None), True
+
+    def _feedback(self, store, ids: Sequence[str]) -> np.ndarray | None:
+        if not ids:
+            return None
+        known = {h.id for h in store.get(list(ids))}
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise QueryError(f"unknown item(s) in feedback: {[m[:80] for m in missing[:5]]}")
+        return store.vectors(list(ids), "image")
+
+    def execute(self, searcher: Searcher, texts: np.ndarray, images: np.ndarray) -> SearchResponse:
+        store, weights = searcher.store, self.weights
+        image_vec, caption, estimated = self._reference(searcher, images)
+        given = dict(zip([MODIFIER] if self.modifier else [], texts[:1], strict=False))
+        given.update({f"{NEGATIVE}{i}": texts[len(given) + i] for i in range(len(self.minus))})
+        wanted = compose_texts(self.modifier, caption, editor=searcher.caption_editor() if caption else None)
+        to_encode = {k: v for k, v in wanted.items() if k in (REFERENCE, COMPOSED)}
+        encoded = searcher.encode_texts(list(to_encode.values())) if to_encode else []
+        text_vecs = {**given, **dict(zip(to_encode, encoded, strict=True))}
+        if self.modifier or image_vec is not None:
+            method = self.method or (weights.method if self.modifier else "image")
+            query = compose_query(image_vec, text_vecs, method if self.modifier else "image", weights)
+        else:  # feedback alone: start from the liked items
+            method, query = "feedback", None
+        liked, unliked = self._feedback(store, self.like), self._feedback(store, self.unlike)
+        if liked is not None or unliked is not None:
+            start = query if query is not None else np.zeros(searcher.encoder.embed_dim, np.float32)
+            query = rocchio(start, liked, unliked, weights)
+        seen = {self.item, *self.like} - {None}
+        pool = store.search(query, "image", max(weights.pool, self.top_k) + len(seen), self.filters)[0]
+        pool = [h for h in pool if h.id not in seen]
+        hits = exclude_negatives(searcher, pool, self.minus, negative_vectors(text_vecs), weights)
+        described = {
+            "type": "compose",
+            "modifier": self.modifier,
+            "item": self.item,
+            "image": self.image is not None,
+            "minus": list(self.minus),
+            "like": list(self.like),
+            "unlike": list(self.unlike),
+            "method": method,
+            "top_k": self.top_k,
+            "filters": dict(self.filters or {}),
+        }
+        extra = {"reference_caption": caption, "caption_estimated": estimated}
+        if COMPOSED in wanted:
+            extra["composed_caption"] = wanted[COMPOSED]
+        return self.respond(described, hits[: self.top_k], extra)
+
+
+__all__ = ["ComposeQuery"]

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from fashion_retrieval.data.images import ImagePreprocessor, open_image
-from fashion_retrieval.pipeline.stages import read_images
+from fashion_retrieval.errors import FashionRetrievalError
+from fashion_retrieval.pipeline.stages import ImageBatch, assemble_shards, read_images
 from tests.helpers import write_image
 
 PROBE = """
@@ -40,3 +41,21 @@ def test_read_images_keeps_catalogue_order_with_workers(tmp_path, idle_priority)
     # each row is its own image, decoded in a worker
     pixels = np.concatenate([b.pixels.numpy() for b in batches])
     np.testing.assert_allclose(pixels[3], preprocess(open_image(paths[5])), atol=1e-6)
+
+
+def _vectors_batch(indices: list[int], dim: int = 3) -> ImageBatch:
+    rows = np.asarray(indices)
+    vectors = np.repeat(rows[:, None].astype(np.float32), dim, axis=1)
+    status = np.zeros(len(rows), np.uint8)
+    return ImageBatch(rows, None, status, [""] * len(rows), 0.0, vectors, texts=-vectors)
+
+
+def test_assemble_shards_keeps_a_repeated_row_once_and_refuses_a_missing_one():
+    shard_of = {0: np.arange(0, 4), 1: np.arange(4, 6)}
+    # a retried batch delivers rows 2-3 again, after shard 0 was complete and again before
+    batches = [_vectors_batch([0, 1, 2]), _vectors_batch([2, 3]), _vectors_batch([2, 3, 4]), _vectors_batch([5])]
+    shards = list(assemble_shards(batches, shard_of, shard_size=4, dim=3))
+    assert [s.index for s in shards] == [0, 1]
+    assert shards[0].image[:, 0].tolist() == [0, 1, 2, 3] and shards[1].text[:, 0].tolist() == [-4, -5]
+    with pytest.raises(FashionRetrievalError, match=r"rows missing\) \{1: 1\}"):
+        list(assemble_shards([_vectors_batch([0, 1, 2, 3, 4])], shard_of, shard_size=4, dim=3))

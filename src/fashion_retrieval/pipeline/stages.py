@@ -5,9 +5,6 @@ Each stage is timed by ``timed``; the runner in ``embed.py`` wires them.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -16,11 +13,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fashion_retrieval.data.images import ImagePreprocessor, open_image, placeholder_image
-from fashion_retrieval.errors import ImageError
-from fashion_retrieval.pipeline.writer import STATUS_FAILED, STATUS_OK, STATUS_PLACEHOLDER, Shard
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+from fashion_retrieval.data.images import ImagePreprocessor
+from fashion_retrieval.errors import FashionRetrievalError, ImageError
+from fashion_retrieval.pipeline.decode import decode_item, keep_freed_memory, run_at_idle_priority
+from fashion_retrieval.pipeline.writer import STATUS_FAILED, Shard
 
 
 @dataclass
@@ -65,26 +61,19 @@ class ImageItems(Dataset):
     def __getitem__(self, position: int) -> tuple[int, np.ndarray, int, str, float]:
         index = int(self.indices[position])
         start = time.perf_counter()
-        try:
-            pixels, status, reason = self.preprocess(open_image(self.paths[index])), STATUS_OK, ""
-        except ImageError as exc:
-            reason = str(exc)
-            if self.on_error == "placeholder":
-                pixels, status = self.preprocess(placeholder_image()), STATUS_PLACEHOLDER
-            else:
-                pixels = np.zeros((3, self.preprocess.height, self.preprocess.width), np.float32)
-                status = STATUS_FAILED
+        pixels, status, reason = decode_item(self.paths[index], self.preprocess, self.on_error)
         return index, pixels, status, reason, time.perf_counter() - start
 
 
 @dataclass
 class ImageBatch:
     indices: np.ndarray
-    pixels: torch.Tensor
+    pixels: torch.Tensor | None  # None once encoded elsewhere (Ray's actors send back vectors only)
     status: np.ndarray
     reasons: list[str]
     decode_seconds: float
     vectors: np.ndarray | None = None
+    texts: np.ndarray | None = None  # caption vectors, when encoded with the images (the Ray engine)
 
 
 def _collate(rows: list) -> ImageBatch:
@@ -98,23 +87,10 @@ def _collate(rows: list) -> ImageBatch:
     )
 
 
-def _keep_freed_memory() -> None:
-    """Let glibc keep freed large blocks instead of unmapping them.
-
-    A worker allocates the same few large buffers for every image (the decoded image, its resized copy,
-    the float arrays); by default glibc hands each back to the OS when freed, and the next image page-faults
-    it in again. Keeping them cuts decode + preprocess from 13.1 to 7.9 ms per 750x1101 JPEG here. Only in
-    the pipeline's own worker processes, never in the caller's."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, 256 << 20)
-        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
-
-
 def _decode_worker(_: int) -> None:
     """A decoding worker: one thread (decoding is per image; the model owns the cores' threads)."""
     torch.set_num_threads(1)
-    _keep_freed_memory()
+    keep_freed_memory()
 
 
 def _idle_decode_worker(worker_id: int) -> None:
@@ -126,11 +102,7 @@ def _idle_decode_worker(worker_id: int) -> None:
     CPU time. Measured on 2 cores over 3 interleaved rounds (eager vision attention then): 0.94-0.96 of the
     bare forward at SCHED_IDLE, 0.90-0.95 at normal priority."""
     _decode_worker(worker_id)
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):  # not Linux
-        with contextlib.suppress(OSError, AttributeError):
-            os.nice(19)
+    run_at_idle_priority()
 
 
 def read_images(
@@ -177,31 +149,46 @@ def encode_images(batches: Iterable[ImageBatch], encoder, on_error: str) -> Iter
 def assemble_shards(
     batches: Iterable[ImageBatch], shard_of: dict[int, np.ndarray], shard_size: int, dim: int
 ) -> Iterator[Shard]:
-    """Collect batch rows into fixed shards (catalogue rows [k*size, (k+1)*size)); yield each when full."""
+    """Collect batch rows into fixed shards (catalogue rows [k*size, (k+1)*size)); yield each when full.
+
+    Exactly once: a row delivered twice (an engine that retried work) is kept once, and rows still missing
+    when the batches run out are an error, never a silently short shard."""
     pending: dict[int, Shard] = {}
-    filled: dict[int, int] = {}
+    filled: dict[int, np.ndarray] = {}  # rows seen, per shard
+    count: dict[int, int] = {}
     for batch in batches:
         for row, index in enumerate(batch.indices):
             shard_id = int(index) // shard_size
             shard = pending.get(shard_id)
             if shard is None:
+                if shard_id not in shard_of or shard_id in filled:
+                    continue  # a shard already yielded (or not asked for): a repeat delivery
                 items = shard_of[shard_id]
+                text_dim = 0 if batch.texts is None else batch.texts.shape[1]
                 shard = Shard(
                     shard_id,
                     items,
                     np.zeros((len(items), dim), np.float32),
-                    np.zeros((len(items), 0)),
+                    np.zeros((len(items), text_dim), np.float32 if text_dim else np.float64),
                     np.zeros(len(items), np.uint8),
                     [""] * len(items),
                 )
-                pending[shard_id], filled[shard_id] = shard, 0
+                pending[shard_id], filled[shard_id], count[shard_id] = shard, np.zeros(len(items), bool), 0
             position = int(index) - int(shard.item_indices[0])
+            if filled[shard_id][position]:
+                continue
             shard.image[position] = batch.vectors[row]
+            if batch.texts is not None:
+                shard.text[position] = batch.texts[row]
             shard.status[position] = batch.status[row]
             shard.reasons[position] = batch.reasons[row]
-            filled[shard_id] += 1
-            if filled[shard_id] == len(shard.item_indices):
+            filled[shard_id][position] = True
+            count[shard_id] += 1
+            if count[shard_id] == len(shard.item_indices):
                 yield pending.pop(shard_id)
+    if pending:
+        missing = {k: int((~filled[k]).sum()) for k in sorted(pending)}
+        raise FashionRetrievalError(f"the engine delivered no vectors for some rows (shard: rows missing) {missing}")
 
 
 def add_text_embeddings(shards: Iterable[Shard], captions: list[str], encoder, batch_size: int) -> Iterator[Shard]:

@@ -17,6 +17,8 @@ import pandas as pd
 
 from fashion_retrieval.config import EmbedConfig, ModelConfig
 from fashion_retrieval.data.synthetic import make_catalog
+from fashion_retrieval.errors import FashionRetrievalError
+from fashion_retrieval.evaluate.compose import ComposeEvalConfig, evaluate_compose
 from fashion_retrieval.evaluate.evaluate import EvalConfig, evaluate_embeddings
 from fashion_retrieval.model.tiny import build_tiny_blip
 from fashion_retrieval.pipeline.embed import embed_catalog
@@ -73,7 +75,7 @@ def run_demo(config: DemoConfig, *, progress: bool = True) -> dict:
     t = time.perf_counter()
     csv_path = work / "catalog" / "labels_front.csv"
     if not csv_path.is_file():
-        _say(progress, f"[1/6] making a catalogue of {config.n} items in {csv_path.parent}")
+        _say(progress, f"[1/7] making a catalogue of {config.n} items in {csv_path.parent}")
         make_catalog(work / "catalog", n=config.n, seed=config.seed, image_size=128)
     catalog = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     rng = np.random.default_rng(config.seed)
@@ -88,7 +90,7 @@ def run_demo(config: DemoConfig, *, progress: bool = True) -> dict:
     t = time.perf_counter()
     base = work / "base"
     if not (base / "config.json").is_file():
-        _say(progress, "[2/6] building a tiny BLIP from a config (vocabulary from the captions)")
+        _say(progress, "[2/7] building a tiny BLIP from a config (vocabulary from the captions)")
         build_tiny_blip(base, catalog["caption"], seed=config.seed, **TINY_MODEL)
     step("model", t)
 
@@ -96,7 +98,7 @@ def run_demo(config: DemoConfig, *, progress: bool = True) -> dict:
     training = work / "training"
     checkpoint = training / "model_weights" / "best_model.pth"
     if not (training / "metrics.json").is_file():
-        _say(progress, f"[3/6] training it for about {config.train_seconds:.0f} s (held-out items never seen)")
+        _say(progress, f"[3/7] training it for about {config.train_seconds:.0f} s (held-out items never seen)")
         train(
             TrainConfig(
                 catalog=str(train_csv),
@@ -121,7 +123,7 @@ def run_demo(config: DemoConfig, *, progress: bool = True) -> dict:
 
     t = time.perf_counter()
     embeddings = work / "embeddings"
-    _say(progress, "[4/6] embedding the whole catalogue")
+    _say(progress, "[4/7] embedding the whole catalogue")
     embed_catalog(
         EmbedConfig(
             catalog=str(csv_path),
@@ -136,7 +138,7 @@ def run_demo(config: DemoConfig, *, progress: bool = True) -> dict:
 
     t = time.perf_counter()
     db = work / "fashion.db"
-    _say(progress, f"[5/6] indexing into Milvus Lite ({db})")
+    _say(progress, f"[5/7] indexing into Milvus Lite ({db})")
     indexed = index_embeddings(IndexConfig(str(embeddings), MilvusTarget(db=str(db))), progress=progress)
     step("index", t)
 
@@ -145,6 +147,19 @@ def run_demo(config: DemoConfig, *, progress: bool = True) -> dict:
         EvalConfig(str(embeddings), query_ids=str(work / "heldout_ids.txt"), precision_attributes=("garment", "color"))
     )
     step("evaluate", t)
+    t = time.perf_counter()
+    _say(progress, "[6/7] evaluating: held-out retrieval, and composed queries ('like this, but in red')")
+    try:
+        composed = _compose_summary(
+            evaluate_compose(
+                ComposeEvalConfig(
+                    str(embeddings), device="cpu", query_ids=str(work / "heldout_ids.txt"), references=100, sweeps=False
+                )
+            )
+        )
+    except FashionRetrievalError as exc:  # a catalogue too small to have composed targets
+        composed = {"skipped": str(exc)}
+    step("compose", t)
     t2i = report["text_to_image"]
     summary = {
         "recall@1": t2i["recall@1"],
@@ -156,6 +171,7 @@ def run_demo(config: DemoConfig, *, progress: bool = True) -> dict:
         "heldout_queries": report["queries"],
         "gallery": report["gallery"],
         "indexed": indexed["count"],
+        "compose": composed,
         "best_epoch": training_metrics.get("best_epoch"),
         "train_seconds": training_metrics.get("seconds"),
         "seconds": round(time.perf_counter() - started, 2),
@@ -167,20 +183,65 @@ def run_demo(config: DemoConfig, *, progress: bool = True) -> dict:
     (work / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     if progress:
         print(
-            f"[6/6] held-out text->image: R@1 {summary['recall@1']:.3f}  R@5 {summary['recall@5']:.3f}  "
+            f"[7/7] held-out text->image: R@1 {summary['recall@1']:.3f}  R@5 {summary['recall@5']:.3f}  "
             f"R@10 {summary['recall@10']:.3f}  attribute precision@10 {summary['attribute_precision@10']:.3f} "
             f"({summary['heldout_queries']} queries, {summary['gallery']} images)"
         )
+        print(_compose_line(summary["compose"]))
     return summary
 
 
+def _compose_line(c: dict) -> str:
+    if "skipped" in c:
+        return f"composed queries skipped: {c['skipped']}"
+    free = c.get("free_of_excluded_colour@10")
+    return (
+        f"composed queries ({c['queries']}): Recall@10 {c['best_new_recall@10']:.3f} ({c['best_new_method']}) "
+        f"vs {c['best_baseline_recall@10']:.3f} for the best of image / text / weighted sum; "
+        + (f"'without <colour>': {free:.0%} of the top 10 free of it; " if free is not None else "")
+        + f"one round of feedback: {c['feedback_recall@10'][0]:.3f} -> {c['feedback_recall@10'][1]:.3f}"
+    )
+
+
+def _compose_summary(report: dict) -> dict:
+    methods = report["methods"]
+    feedback = report["feedback"]
+    return {
+        "queries": report["triplets"],
+        "best_new_method": report["best_new_method"],
+        "best_new_recall@10": methods[report["best_new_method"]]["recall@10"],
+        "best_baseline": report["best_baseline"],
+        "best_baseline_recall@10": methods[report["best_baseline"]]["recall@10"],
+        "free_of_excluded_colour@10": report["negatives"].get("color", {}).get("default", {}).get("free_of_y@10"),
+        "free_of_excluded_pattern@10": report["negatives"].get("pattern", {}).get("default", {}).get("free_of_y@10"),
+        "feedback_recall@10": [feedback["recall@10_before"], feedback["recall@10_after_liked"]],
+        "command": f"fashion-retrieval eval {report['embeddings']} --task compose",
+    }
+
+
 def example_searches(workdir: str, top_k: int = 3) -> list[dict]:
-    """A few text searches against the demo index, as printed when not serving."""
+    """A few text searches against the demo index and one composed search, as printed when not serving."""
     from fashion_retrieval.search.searcher import open_searcher
 
     searcher = open_searcher(db=str(Path(workdir) / "fashion.db"), device="cpu")
     try:
-        return [{"query": q, "results": [h.to_dict() for h in searcher.text(q, top_k=top_k).results]} for q in EXAMPLES]
+        examples = [
+            {"query": q, "results": [h.to_dict() for h in searcher.text(q, top_k=top_k).results]} for q in EXAMPLES
+        ]
+        # "like this, but in red": the first held-out blue dress as the reference
+        heldout = (Path(workdir) / "heldout_ids.txt").read_text().split()
+        reference = (
+            next((h for h in searcher.store.get(heldout) if h.attributes.get("color") == "blue"), None)
+            or searcher.store.get(heldout[:1])[0]
+        )
+        response = searcher.compose("in red", item=reference.id, top_k=top_k)
+        examples.append(
+            {
+                "query": f"{reference.caption} -> in red (searching for: {response.extra.get('composed_caption')})",
+                "results": [h.to_dict() for h in response.results],
+            }
+        )
+        return examples
     finally:
         searcher.store.close()
 

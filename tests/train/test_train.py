@@ -136,6 +136,10 @@ def test_demo_no_serve_json(tmp_path):
     second = json.loads(again.stdout)
     assert second["recall@10"] == summary["recall@10"]  # the workdir was reused, not retrained
     assert second["step_seconds"]["train"] < summary["step_seconds"]["train"]
+    assert "best_new_recall@10" in summary["compose"] or "skipped" in summary["compose"]
+    printed = subprocess.run(cmd[:-1], capture_output=True, text=True, env=env, timeout=600)  # without --json
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    assert "composed queries" in printed.stdout and "-> in red (searching for:" in printed.stdout
 
 
 def test_training_skips_unreadable_images_and_lists_them(tiny_base, tmp_path):

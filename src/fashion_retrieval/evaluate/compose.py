@@ -76,6 +76,7 @@ class ComposeEvalConfig:
     ks: tuple[int, ...] = (10, 50)
     marked: int = 2  # feedback: liked results marked in the first query's top ``depth``
     depth: int = 50
+    sweeps: bool = True  # False: only the defaults and the baselines (the demo's quick look)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,7 +135,7 @@ def _ranks(queries: np.ndarray, gallery: np.ndarray, triplets: Sequence[Triplet]
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def _composed(data, triplets, texts, editor, weights, ks) -> tuple[dict, dict, dict[str, np.ndarray]]:
+def _composed(data, triplets, texts, editor, weights, ks, sweeps=True) -> tuple[dict, dict, dict[str, np.ndarray]]:
     """Every method on the triplets; returns (methods, sweep, the vectors the other tasks reuse)."""
     image, captions, caption_vecs = data.image_embeddings, data.metadata["caption"], data.text_embeddings
     refs = np.array([t.reference for t in triplets])
@@ -148,8 +149,9 @@ def _composed(data, triplets, texts, editor, weights, ks) -> tuple[dict, dict, d
 
     methods["image only"] = score(compose_query(image_vecs, {}, "image"))
     methods["text only"] = score(compose_query(None, vecs, "text"))
-    sums = {a: score(compose_query(image_vecs, vecs, "sum", weights.with_(alpha=a))) for a in ALPHAS}
-    best_alpha = max(ALPHAS, key=lambda a: (sums[a]["recall@10"], -abs(a - 0.5)))
+    alphas = ALPHAS if sweeps else (weights.alpha,)
+    sums = {a: score(compose_query(image_vecs, vecs, "sum", weights.with_(alpha=a))) for a in alphas}
+    best_alpha = max(alphas, key=lambda a: (sums[a]["recall@10"], -abs(a - 0.5)))
     methods[f"weighted sum (alpha {best_alpha})"] = sums[best_alpha]
     sweep["sum alpha -> recall@10"] = {str(a): s["recall@10"] for a, s in sums.items()}
     if caption_vecs is None:
@@ -174,18 +176,21 @@ def _composed(data, triplets, texts, editor, weights, ks) -> tuple[dict, dict, d
     log.info("caption editor substituted every modifier word in %.0f%% of the triplets", 100 * edited_share)
     kept = {}
     for label, (reference, composed) in variants.items():
+        if not sweeps and label != "edited":
+            continue
         v = {**vecs, REFERENCE: reference, COMPOSED: texts(composed)}
         methods[f"delta ({label}, w {weights.delta})"] = score(compose_query(image_vecs, v, "delta", weights))
         methods[f"caption ({label})"] = score(compose_query(image_vecs, v, "caption", weights))
         sweep[f"delta ({label}) w -> recall@10"] = {
-            str(w): score(compose_query(image_vecs, v, "delta", weights.with_(delta=w)))["recall@10"] for w in DELTAS
+            str(w): score(compose_query(image_vecs, v, "delta", weights.with_(delta=w)))["recall@10"]
+            for w in (DELTAS if sweeps else ())
         }
         kept[label] = v
     default = compose_query(image_vecs, kept["edited"], weights.method, weights)
     return methods, sweep, {"query": default, "edited_share": np.array(edited_share)}
 
 
-def _negatives(data, mapping, references, texts, weights) -> dict:
+def _negatives(data, mapping, references, texts, weights, sweeps=True) -> dict:
     """'X without Y' for each reference and each negative attribute (see the module docstring)."""
     values, names = attribute_matrix(data.metadata, mapping), list(mapping.attributes)
     image = data.image_embeddings
@@ -203,6 +208,8 @@ def _negatives(data, mapping, references, texts, weights) -> dict:
         }
     )
     variants["default"] = weights
+    if not sweeps:
+        variants = {name: variants[name] for name in ("no negative", "default")}
     for attribute in mapping.negative_attributes:
         a = names.index(attribute)
         others = np.delete(np.arange(len(names)), a)
@@ -296,7 +303,7 @@ def _feedback(data, triplets, first_query, weights, config: ComposeEvalConfig) -
 
     before = recall10([first_query[i] for i in rows])
     sweep = {}
-    for b in LIKED:
+    for b in LIKED if config.sweeps else ():
         for c in UNLIKED:
             w = weights.with_(rocchio_liked=b, rocchio_unliked=c)
             qs = [
@@ -330,7 +337,7 @@ def evaluate_compose(config: ComposeEvalConfig, *, encoder=None, weights: Compos
     encoder = encoder or _load_encoder(config, data)
     texts = _Texts(lambda batch: encoder.encode_batch_texts(batch, batch_size=256))
     editor = CaptionEditor.from_captions(data.metadata["caption"]) if data.text_embeddings is not None else None
-    methods, sweep, kept = _composed(data, triplets, texts, editor, weights, config.ks)
+    methods, sweep, kept = _composed(data, triplets, texts, editor, weights, config.ks, config.sweeps)
     baselines = [m for m in methods if m.startswith(("image only", "text only", "weighted sum"))]
     new = [m for m in methods if m not in baselines]
     best_baseline = max(baselines, key=lambda m: methods[m]["recall@10"])
@@ -350,7 +357,7 @@ def evaluate_compose(config: ComposeEvalConfig, *, encoder=None, weights: Compos
         if best_new
         else None,
         "caption_edit_share": round(float(kept.get("edited_share", np.nan)), 4),
-        "negatives": _negatives(data, mapping, references, texts, weights),
+        "negatives": _negatives(data, mapping, references, texts, weights, config.sweeps),
         "feedback": _feedback(data, triplets, kept["query"], weights, config),
         "weights": weights.to_dict(),
         "sweep": sweep,

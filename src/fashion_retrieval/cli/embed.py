@@ -54,6 +54,37 @@ def embed(
     image_col: Annotated[str, typer.Option(help="Column with the image path.")] = "path",
     text_col: Annotated[str, typer.Option(help="Column with the caption ('' for none).")] = "caption",
     shard_size: Annotated[int, typer.Option(help="Items per resumable shard.")] = 1024,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local: decoding workers + one model in this process. ray: Ray Data, decoding tasks on CPUs and "
+            "a pool of encoder actors, on this machine or a cluster (pip install 'fashion-retrieval[ray]'); "
+            "same output folder either way."
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --engine ray: the cluster to join (auto, HOST:6379 or ray://HOST:10001); "
+            "default: start a local Ray instance sized to this machine."
+        ),
+    ] = None,
+    actors: Annotated[
+        int | None,
+        typer.Option(
+            help="With --engine ray: encoder actors, each loading the model once (default: one per GPU, else one)."
+        ),
+    ] = None,
+    gpus_per_actor: Annotated[
+        float, typer.Option(help="With --engine ray: GPUs per encoder actor (0: encode on CPUs).")
+    ] = 0.0,
+    cpus_per_actor: Annotated[
+        float | None,
+        typer.Option(
+            help="With --engine ray: CPUs per encoder actor (default: 1 beside a GPU; on CPUs, its node's cores "
+            "less one kept for decoding)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Embed every image and caption of a catalogue into an embeddings folder (resumable: re-run to continue)."""
@@ -73,6 +104,11 @@ def embed(
         limit=limit,
         overwrite=overwrite,
         shard_size=shard_size,
+        engine=engine,
+        ray_address=ray_address,
+        actors=actors,
+        gpus_per_actor=gpus_per_actor,
+        cpus_per_actor=cpus_per_actor,
     )
     summary = embed_catalog(config, progress=not as_json)
     if as_json:

@@ -8,6 +8,7 @@ the folder: it locks it, skips finished shards, writes new ones, and assembles t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -135,7 +136,7 @@ def embed_catalog(config: EmbedConfig, *, encoder=None, progress: bool = True) -
     columns = ColumnMap(config.id_col, config.image_col, config.text_col)
     catalog = read_catalog(config.catalog, images_dir=config.images_dir, columns=columns).head(config.limit)
     out = Path(config.out)
-    with FolderLock(out, "embed run"):
+    with FolderLock(out, "embed run"), contextlib.ExitStack() as cleanup:
         remove_stale_temp_files(out)
         store = ShardStore(out)
         if store.folder.is_dir():
@@ -144,6 +145,7 @@ def embed_catalog(config: EmbedConfig, *, encoder=None, progress: bool = True) -
             from fashion_retrieval.pipeline.ray_engine import RayEngine
 
             engine = RayEngine(config)
+            cleanup.callback(engine.close)  # a Ray instance it started stops with the run
             identity, device_type = engine.identity(), engine.device_type()
         else:
             encoder = encoder or _load_encoder(config)
@@ -195,7 +197,8 @@ def embed_catalog(config: EmbedConfig, *, encoder=None, progress: bool = True) -
             "resumed_shards": resumed,
             "computed": computed,
         }
-        return _assemble(config, catalog, identity, store, shards, key, _own_seconds(clock), started, run)
+        stage_seconds = {**_own_seconds(clock), **(engine.stage_seconds() if engine else {})}
+        return _assemble(config, catalog, identity, store, shards, key, stage_seconds, started, run)
 
 
 def _read_shards(store: ShardStore, shard_rows: dict[int, np.ndarray]) -> tuple[list[Shard], list[int]]:

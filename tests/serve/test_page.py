@@ -468,12 +468,6 @@ def test_page_images_behind_the_api_key(keyed_server):
         browser.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="server: POST /api/search/compose with only an uploaded image (no modifier, no liked items) is refused "
-    "with 400 'needs a reference': ComposeQuery is checked before the route attaches the decoded upload",
-)
 def test_page_exclude_on_an_uploaded_image(server, embeddings_dir):
     from playwright.sync_api import expect, sync_playwright
 

@@ -191,14 +191,11 @@ class Searcher:
 
         ``method``: delta (default: the image moved by the caption's change), caption, sum, image, text;
         ``weights``: ``search.compose.ComposeWeights`` (defaults measured by ``eval --task compose``)."""
-        query = ComposeQuery(
-            modifier, item, None, minus, like, unlike, method, weights or DEFAULT_WEIGHTS, top_k, filters
-        )
-        if image is not None:
-            if item is not None:
-                raise QueryError("give a reference item or a reference image, not both")
-            query.image = self.prepare_image(image)
-        return self.run(query)
+        if image is not None and item is not None:
+            raise QueryError("give a reference item or a reference image, not both")
+        pixels = self.prepare_image(image) if image is not None else None
+        weights = weights or DEFAULT_WEIGHTS
+        return self.run(ComposeQuery(modifier, item, pixels, minus, like, unlike, method, weights, top_k, filters))
 
     # -- helpers -----------------------------------------------------------------------------
     def rerank(self, text: str, hits: list[Hit]) -> tuple[list[Hit], dict]:

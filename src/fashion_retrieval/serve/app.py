@@ -300,13 +300,11 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
         svc: Service = Depends(service),
     ) -> dict:
         """Refine a search: a reference (item id or image) changed by a modifier, negatives, feedback ids."""
-        query = ComposeQuery(
-            modifier, item, None, minus, like, unlike, method, DEFAULT_WEIGHTS, top_k, svc.checked_filters(filters)
-        )
-        if image is not None and image != "":
-            if item is not None:
-                raise HTTPException(422, "give a reference item or a reference image, not both")
-            query.image = await svc.pixels(image)
+        checked = svc.checked_filters(filters)
+        if image is not None and image != "" and item is not None:
+            raise HTTPException(422, "give a reference item or a reference image, not both")
+        pixels = await svc.pixels(image) if image is not None and image != "" else None
+        query = ComposeQuery(modifier, item, pixels, minus, like, unlike, method, DEFAULT_WEIGHTS, top_k, checked)
         return await svc.search(query)
 
     @app.get("/api/items/{item_id:path}", response_model=Item, dependencies=api, responses=error_responses(401, 404))
@@ -325,7 +323,9 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
 
     @app.get("/images/{item_id:path}", include_in_schema=False, dependencies=api)
     async def image_file(item_id: str, svc: Service = Depends(service)) -> FileResponse:
-        return FileResponse(svc.image_path(await svc.found(item_id)))
+        # Behind a key, a browser cache must not hand the image to a request without one.
+        headers = {"Cache-Control": "private, no-store", "Vary": "X-API-Key"} if config.api_key else None
+        return FileResponse(svc.image_path(await svc.found(item_id)), headers=headers)
 
     if metrics is not None:
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import json
 import os
 import platform
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -36,6 +41,50 @@ def build_base_sized_blip(folder: Path, image_size: int = 384) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def benchmark_model(
+    cache: str | None = None, *, tiny: bool = False, image_size: int = 384
+) -> Iterator[tuple[Path, str]]:
+    """The benchmark model folder and a description of it: a BLIP-base-sized model (random weights, ~900 MB on
+    disk), or with ``tiny`` a tiny random BLIP that only checks a harness. With ``cache`` it is built once into
+    that folder and reused by later runs; otherwise it lives in a temporary folder removed on exit, errors
+    included, so no multi-GB model is left behind."""
+    from fashion_retrieval.model.tiny import build_tiny_blip
+
+    name = "tiny-blip" if tiny else f"blip-base-sized-{image_size}"
+    described = (
+        "tiny random BLIP (checks the harness, not speed)"
+        if tiny
+        else (f"BLIP-base-sized BlipForImageTextRetrieval, random weights, {image_size} px")
+    )
+
+    def build(folder: Path) -> Path:
+        return build_tiny_blip(folder, seed=0) if tiny else build_base_sized_blip(folder, image_size)
+
+    if cache is not None:
+        folder = Path(cache).expanduser() / name
+        if not (folder / "config.json").is_file() or not any(folder.glob("model*.safetensors")):
+            partial = folder.with_name(f"{name}.partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            build(partial)  # built aside, then renamed: an interrupted build is never reused
+            shutil.rmtree(folder, ignore_errors=True)
+            partial.rename(folder)
+        yield folder, f"{described}; cached in {folder}"
+        return
+    with temporary_folder("bench-model-") as work:
+        yield build(work / name), described
+
+
+@contextlib.contextmanager
+def temporary_folder(prefix: str) -> Iterator[Path]:
+    """A temporary folder removed on exit, errors and Ctrl-C included."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
 
 
@@ -51,6 +100,17 @@ def cpu_description() -> dict:
     except OSError:
         pass
     return {"model": model, "flags": sorted(f for f in CPU_FLAGS if f in flags), "cores": os.cpu_count()}
+
+
+DISTRIBUTIONS = {
+    "pymilvus": "pymilvus",
+    "milvus-lite": "milvus_lite",
+    "faiss-cpu": "faiss",
+    "ray": "ray",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+}
 
 
 def machine() -> dict:
@@ -70,11 +130,11 @@ def machine() -> dict:
         "transformers": transformers.__version__,
         "numpy": numpy.__version__,
     }
-    for name in ("pymilvus", "milvus_lite", "faiss", "ray", "onnxruntime"):
+    # installed distributions, read without importing them (ray and openvino take seconds to import)
+    for name, key in DISTRIBUTIONS.items():
         try:
-            module = __import__(name)
-            info[name] = getattr(module, "__version__", "?")
-        except ImportError:
+            info[key] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             continue
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

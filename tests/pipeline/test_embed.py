@@ -191,17 +191,27 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tiny_base, tmp_path):
     pd.testing.assert_frame_equal(cut.metadata, full.metadata)
 
 
-def test_bench_command_reports_pipeline_and_forward(tiny_base):
+def test_bench_command_reports_pipeline_and_forward(tiny_base, tmp_path, monkeypatch):
+    import tempfile
+
     from typer.testing import CliRunner
 
     from fashion_retrieval.cli import app
 
-    result = CliRunner().invoke(
-        app, ["bench", "--base", str(tiny_base), "--device", "cpu", "--images", "3", "--captions", "8", "--json"]
-    )
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the generated data goes
+    args = ["bench", "--base", str(tiny_base), "--device", "cpu", "--dtype", "fp32", "--images", "3"]
+    result = CliRunner().invoke(app, [*args, "--captions", "8", "--plain", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["images"] == 3
+    assert (report["images"], report["captions"]) == (3, 8)
     assert (report["batch_size"], report["text_batch_size"]) == auto_batch_sizes("cpu")
+    assert report["precision"]["dtype"] == "float32" and report["precision"]["reason"]
     for kind in ("images_per_second", "captions_per_second"):
-        assert report[kind]["pipeline"] > 0 and report[kind]["forward"] > 0
+        assert report[kind]["pipeline"] > 0 and report[kind]["ceiling"] > 0 and report[kind]["plain"] > 0
+    # the ceiling ran the pipeline's own rows in the pipeline's own batches: the same vectors
+    assert max(report["ceiling_vs_pipeline_max_difference"].values()) <= 1e-6
+    assert list(tmp_path.iterdir()) == []  # generated catalogue and outputs removed
+    text = CliRunner().invoke(app, args)
+    assert text.exit_code == 0, text.output
+    assert "captions/s pipeline" in text.output and "ceiling" in text.output
+    assert list(tmp_path.iterdir()) == []

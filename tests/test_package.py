@@ -37,3 +37,14 @@ def test_cli_help_lists_every_command():
         "demo",
     ):
         assert command in out, command
+
+
+def test_embed_help_states_the_real_default_batch_sizes():
+    from typer.testing import CliRunner
+
+    from fashion_retrieval.cli import app
+    from fashion_retrieval.config import auto_batch_sizes
+
+    output = CliRunner().invoke(app, ["embed", "--help"]).output
+    help_text = " ".join(output.replace("│", " ").split())  # rich wraps help into a box
+    assert f"default: {auto_batch_sizes('cpu')[0]} on CPU, {auto_batch_sizes('cuda')[0]} on CUDA" in help_text

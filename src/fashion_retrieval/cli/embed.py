@@ -17,7 +17,7 @@ from fashion_retrieval.cli.common import (
     print_json,
     user_errors,
 )
-from fashion_retrieval.config import EmbedConfig, ModelConfig, default_workers
+from fashion_retrieval.config import AUTO_BATCH, EmbedConfig, ModelConfig, default_workers
 
 
 @app.command()
@@ -34,7 +34,10 @@ def embed(
     out: Annotated[str, typer.Option(help="Output folder.")] = "embeddings_output",
     batch_size: Annotated[
         int | None,
-        typer.Option(help="Images per forward pass (default: 4 on CPU, 128 on CUDA: what measured fastest)."),
+        typer.Option(
+            help=f"Images per forward pass (default: {AUTO_BATCH['cpu'][0]} on CPU, {AUTO_BATCH['cuda'][0]} on CUDA: "
+            "what measured fastest)."
+        ),
     ] = None,
     workers: Annotated[
         int, typer.Option(help="Image decoding processes (0: in the main process).")

@@ -23,6 +23,8 @@ _EXPORTS = {
     "make_catalog": "fashion_retrieval.data.synthetic",
     "open_store": "fashion_retrieval.store",
     "Searcher": "fashion_retrieval.search.searcher",
+    "SearchResponse": "fashion_retrieval.search.queries",
+    "ComposeWeights": "fashion_retrieval.search.compose",
     "open_searcher": "fashion_retrieval.search.searcher",
     "create_app": "fashion_retrieval.serve.app",
     "evaluate_embeddings": "fashion_retrieval.evaluate.evaluate",

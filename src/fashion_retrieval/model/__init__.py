@@ -1,7 +1,3 @@
-"""Model loading (every checkpoint format, LoRA merged) and the embedding API."""
+"""Model loading (every checkpoint format, LoRA merged), precision choice, and the embedding API.
 
-from fashion_retrieval.model.checkpoint import Checkpoint, read_checkpoint
-from fashion_retrieval.model.encoder import FashionEmbeddingModel
-from fashion_retrieval.model.loading import LoadedModel, load_model
-
-__all__ = ["Checkpoint", "FashionEmbeddingModel", "LoadedModel", "load_model", "read_checkpoint"]
+The public names are exported once, by ``fashion_retrieval`` itself."""

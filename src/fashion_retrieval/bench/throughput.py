@@ -10,7 +10,8 @@ What is measured, and why each figure means what its name says:
   on the device: images decoded beforehand by the pipeline's own per-image decode, in catalogue-order batches
   of the pipeline's batch size; captions pre-tokenized in the pipeline's length-sorted batches (per shard,
   sorted by token length, padded per batch). The pipeline does all of that plus decoding, tokenizing and
-  writing, so the ceiling bounds it from above (up to timing noise: ``upper_bound_held`` says whether it did);
+  writing, so the ceiling bounds it from above; it is the fastest of two passes, so that a busy moment of a
+  shared machine does not push it below the pipeline (``upper_bound_held`` says whether it stayed above), and
   the vectors of both are compared to show the batches really are the same.
 - **plain** (a peer, with a second copy of the model): the same batches through the model as transformers runs
   it (eager attention, every token in every layer, PyTorch's Linear kernels), as a plain script would.
@@ -185,19 +186,32 @@ def timed_rate(device: torch.device, run: Callable, batches: Sequence, rows: int
     return rows / (time.perf_counter() - start), outputs
 
 
-def ceiling_images(encoder, pixels: list[torch.Tensor]) -> tuple[float, np.ndarray]:
-    """The encoder's own bare forward (the pipeline's ``encode_pixels``) on ready batches: images/s, vectors."""
-    rate, out = timed_rate(encoder.device, encoder.encode_pixels, pixels, sum(len(b) for b in pixels))
+def best_rate(device: torch.device, run: Callable, batches: Sequence, rows: int, passes: int) -> tuple[float, list]:
+    """The fastest of ``passes`` passes: a bound should not fall below what it bounds because a shared machine
+    was busy during its one pass."""
+    rates, out = [], []
+    for _ in range(max(1, passes)):
+        rate, out = timed_rate(device, run, batches, rows)
+        rates.append(rate)
+    return max(rates), out
+
+
+def ceiling_images(encoder, pixels: list[torch.Tensor], passes: int = 2) -> tuple[float, np.ndarray]:
+    """The encoder's own bare forward (the pipeline's ``encode_pixels``) on ready batches: images/s (the best of
+    ``passes``), vectors."""
+    rate, out = best_rate(encoder.device, encoder.encode_pixels, pixels, sum(len(b) for b in pixels), passes)
     return rate, np.concatenate(out)
 
 
-def ceiling_captions(encoder, batches: list[CaptionBatch]) -> tuple[float, np.ndarray]:
-    """The encoder's own bare forward (``encode_tokens``) on pre-tokenized batches: captions/s, vectors in
-    catalogue order."""
+def ceiling_captions(encoder, batches: list[CaptionBatch], passes: int = 2) -> tuple[float, np.ndarray]:
+    """The encoder's own bare forward (``encode_tokens``) on pre-tokenized batches: captions/s (the best of
+    ``passes``), vectors in catalogue order."""
     rows = sum(len(b.rows) for b in batches)
-    rate, out = timed_rate(
-        encoder.device, lambda b: encoder.encode_tokens(b.input_ids, b.attention_mask), batches, rows
-    )
+
+    def run(batch: CaptionBatch) -> np.ndarray:
+        return encoder.encode_tokens(batch.input_ids, batch.attention_mask)
+
+    rate, out = best_rate(encoder.device, run, batches, rows, passes)
     vectors = np.zeros((rows, out[0].shape[1]), np.float32)
     for batch, v in zip(batches, out, strict=True):
         vectors[batch.rows] = v

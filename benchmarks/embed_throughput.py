@@ -221,6 +221,9 @@ def main() -> None:
             workers=args.workers,
         )
         runs = [DtypeRun(d, base, args, workload, peers) for d in dtypes]
+        for n, run in enumerate(runs):  # e.g. --dtypes auto,fp32 where auto chose fp32: keep both apart
+            if any(run.name == other.name for other in runs[:n]):
+                run.name = f"{run.name}_{run.requested}"
         onnx, export = [], {}
         if "onnx" in peers:
             # exported from the plain fp32 model (PyTorch's own Linear layers, not the packed ones)

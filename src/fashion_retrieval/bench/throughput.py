@@ -19,6 +19,7 @@ What is measured, and why each figure means what its name says:
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import time
@@ -105,6 +106,9 @@ class Workload:
 
         self._runs += 1
         out = self.folder / f"out{self._runs}"
+        quiet = logging.getLogger("fashion_retrieval.pipeline.embed")  # its per-run summary line is noise here
+        level = quiet.level
+        quiet.setLevel(max(level, logging.WARNING))
         config = EmbedConfig(
             catalog=str(self.catalog),
             model=ModelConfig(str(encoder.identity.base), device=str(encoder.device)),
@@ -122,6 +126,7 @@ class Workload:
                 raise RuntimeError(f"the benchmark pipeline embedded {summary['embedded']} of {rows} rows")
             return summary, data.image_embeddings, data.text_embeddings
         finally:
+            quiet.setLevel(level)
             shutil.rmtree(out, ignore_errors=True)
 
     def pipeline(self, encoder) -> dict:

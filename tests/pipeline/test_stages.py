@@ -57,5 +57,10 @@ def test_assemble_shards_keeps_a_repeated_row_once_and_refuses_a_missing_one():
     shards = list(assemble_shards(batches, shard_of, shard_size=4, dim=3))
     assert [s.index for s in shards] == [0, 1]
     assert shards[0].image[:, 0].tolist() == [0, 1, 2, 3] and shards[1].text[:, 0].tolist() == [-4, -5]
+    # captions may travel with other rows of their shard (the Ray engine pairs rows with length-sorted captions)
+    paired = _vectors_batch([0, 1, 2, 3])
+    paired.text_indices = np.array([3, 2, 1, 0])
+    (shard,) = assemble_shards([paired], {0: np.arange(0, 4)}, shard_size=4, dim=3)
+    assert shard.text[:, 0].tolist() == [-3, -2, -1, 0] and shard.image[:, 0].tolist() == [0, 1, 2, 3]
     with pytest.raises(FashionRetrievalError, match=r"rows missing\) \{1: 1\}"):
         list(assemble_shards([_vectors_batch([0, 1, 2, 3, 4])], shard_of, shard_size=4, dim=3))

@@ -3,7 +3,9 @@
 The stages are the in-process engine's (``decode.decode_item`` per image, ``stages.encode_images`` per batch,
 ``stages.assemble_shards`` on the driver), so the folder is the same: the runner in ``embed.py`` still owns
 it (lock, finished shards skipped, atomic shard writes, assembly). Only vectors travel back (2 x 256 floats
-per item), so only the driver writes ``--out``; every node must read the images.
+per item), so only the driver writes ``--out``; every node must read the images. Each row travels with the
+caption of a row of its shard in the in-process engine's caption order (by token length), so an actor encodes
+the same caption batches as the in-process engine does.
 
 Memory: the rows to do are cut into tasks of ``rows_per_task`` consecutive rows, one decoded block each (at
 most ~64 MB unless one image batch is larger); each actor holds at most two blocks (one encoding, one
@@ -61,6 +63,7 @@ class RayEngine:
         self.ray = import_ray()
         self._identity: ModelIdentity | None = None
         self._preprocess: ImagePreprocessor | None = None
+        self._processor = None
         self._plan: RayPlan | None = None
         self._owns_ray = False
         self._address = ""
@@ -77,8 +80,8 @@ class RayEngine:
             from fashion_retrieval.model.loading import describe_model
 
             m = self.config.model
-            self._identity, processor = describe_model(m.base, m.checkpoint, lora_alpha=m.lora_alpha)
-            self._preprocess = ImagePreprocessor.from_processor(processor)
+            self._identity, self._processor = describe_model(m.base, m.checkpoint, lora_alpha=m.lora_alpha)
+            self._preprocess = ImagePreprocessor.from_processor(self._processor)
         return self._identity
 
     def device_type(self) -> str:
@@ -136,6 +139,7 @@ class RayEngine:
         rows = np.concatenate([job.shard_rows[k] for k in job.todo])
         paths = job.catalog.frame["path"].to_numpy()
         captions = np.asarray(job.captions, dtype=object) if job.captions else None
+        caption_rows = self._caption_order(job, captions) if captions is not None else None
         # Input blocks are whole tasks (so image batches are the in-process engine's: batch k of the rows to
         # do); past MAX_INPUT_BLOCKS, several tasks' rows share a block (each block costs the driver ~3 ms).
         tasks = math.ceil(len(rows) / plan.rows_per_task)
@@ -145,7 +149,8 @@ class RayEngine:
             part = rows[start : start + per_block]
             columns = {"index": pa.array(part), "path": pa.array(paths[part])}
             if captions is not None:
-                columns["caption"] = pa.array(captions[part])
+                paired = caption_rows[start : start + per_block]
+                columns |= {"caption_index": pa.array(paired), "caption": pa.array(captions[paired])}
             blocks.append(pa.table(columns))
         context = DataContext.get_current()
         saved = (context.execution_options, context.enable_progress_bars, context.target_max_block_size)
@@ -187,6 +192,19 @@ class RayEngine:
             )
         finally:
             context.execution_options, context.enable_progress_bars, context.target_max_block_size = saved
+
+    def _caption_order(self, job: EmbedJob, captions: np.ndarray) -> np.ndarray:
+        """For each row to do, the row whose caption travels with it: each shard's rows sorted by token length,
+        as the in-process engine batches a shard's captions, so an actor's caption batches are the same ones
+        (the same padding and vectors) while every row's image and caption still go to the same shard."""
+        tokenizer = self._processor.tokenizer
+        limit = int(self._identity.preprocessing["max_text_length"])
+        order = []
+        for shard in job.todo:
+            rows = job.shard_rows[shard]
+            ids = tokenizer(captions[rows].tolist(), truncation=True, max_length=limit)["input_ids"]
+            order.append(rows[np.argsort([len(i) for i in ids], kind="stable")])
+        return np.concatenate(order)
 
     def shards(self, job: EmbedJob, bar) -> Iterator:
         """The finished shards of ``job.todo``, in catalogue order."""
@@ -234,6 +252,7 @@ class RayEngine:
                     float(out["decode_seconds"].sum()),
                     out["image"],
                     out.get("text"),
+                    out.get("caption_index"),
                 )
         finally:
             close = getattr(results, "close", None)

@@ -54,7 +54,7 @@ def _decode_rows(batch: dict[str, np.ndarray], preprocess: ImagePreprocessor, on
         "decode_seconds": np.full(n, (time.perf_counter() - start) / max(1, n)),
     }
     if "caption" in batch:
-        out["caption"] = batch["caption"]
+        out["caption"], out["caption_index"] = batch["caption"], batch["caption_index"]
     return out
 
 
@@ -118,5 +118,6 @@ class EncodeActor:
             start = time.perf_counter()
             captions = [str(c) for c in batch["caption"]]
             out["text"] = self.encoder.encode_batch_texts(captions, batch_size=self.text_batch_size)
+            out["caption_index"] = batch["caption_index"]  # the rows of these captions (same shard as the images)
             out["text_seconds"] = np.full(n, (time.perf_counter() - start) / n)
         return out

@@ -74,6 +74,7 @@ class ImageBatch:
     decode_seconds: float
     vectors: np.ndarray | None = None
     texts: np.ndarray | None = None  # caption vectors, when encoded with the images (the Ray engine)
+    text_indices: np.ndarray | None = None  # the rows of ``texts`` when not ``indices`` (same shard, row by row)
 
 
 def _collate(rows: list) -> ImageBatch:
@@ -179,7 +180,8 @@ def assemble_shards(
                 continue
             shard.image[position] = batch.vectors[row]
             if batch.texts is not None:
-                shard.text[position] = batch.texts[row]
+                text_row = index if batch.text_indices is None else batch.text_indices[row]
+                shard.text[int(text_row) - int(shard.item_indices[0])] = batch.texts[row]
             shard.status[position] = batch.status[row]
             shard.reasons[position] = batch.reasons[row]
             filled[shard_id][position] = True

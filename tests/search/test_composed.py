@@ -64,8 +64,12 @@ def test_negatives_sink_items_that_mention_them(searcher):
     ranked = _ids(without)
     assert set(ranked) == set(_ids(plain))
     assert all(ranked.index(s) > ranked.index(o) for s in striped for o in ranked if o not in striped)
-    with pytest.raises(QueryError, match="no rerank"):
-        searcher.text("a dress", minus=["stripes"], rerank=3)
+    # with the ITM rerank, and on captions, the exclusion holds too
+    reranked = searcher.text("a dress", top_k=20, minus=["stripes"], rerank=20)
+    order = [h.id for h in reranked.results]
+    assert all(order.index(s) > order.index(o) for s in striped if s in order for o in order if o not in striped)
+    captions = searcher.text("a dress", top_k=20, minus=["stripes"], against="text")
+    assert not any(mentions(h.caption, "stripes") for h in captions.results[:5])
 
 
 def test_feedback_moves_toward_liked_items_and_hides_them(searcher):

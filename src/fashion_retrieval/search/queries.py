@@ -111,8 +111,6 @@ class TextQuery(Query):
             check_rerank(self.rerank),
         )
         self.minus = clean_list(self.minus, "negative texts", MAX_NEGATIVES)
-        if self.minus and (self.against != "image" or self.rerank):
-            raise QueryError("negative texts re-score images by similarity: use against='image' and no rerank")
 
     def texts(self) -> list[str]:
         return [self.text, *self.minus]
@@ -120,10 +118,10 @@ class TextQuery(Query):
     def execute(self, searcher: Searcher, texts: np.ndarray, images: np.ndarray) -> SearchResponse:
         want = max(self.top_k, self.rerank, self.weights.pool if self.minus else 0)
         hits = searcher.store.search(texts[0], self.against, want, self.filters)[0]
-        hits = exclude_negatives(searcher, hits, self.minus, texts[1:], self.weights)
         extra = {}
         if self.rerank:
-            hits, extra = searcher.rerank(self.text, hits)
+            hits, extra = searcher.rerank(self.text, hits[: max(self.top_k, self.rerank)])
+        hits = exclude_negatives(searcher, hits, self.minus, texts[1:], self.weights, self.against)
         query = {
             "type": "text",
             "text": self.text,
@@ -241,12 +239,18 @@ def rescored(hit: Hit, score: float, **attributes: str) -> Hit:
 
 
 def exclude_negatives(
-    searcher: Searcher, hits: list[Hit], negatives: Sequence[str], vectors: np.ndarray, weights: ComposeWeights
+    searcher: Searcher,
+    hits: list[Hit],
+    negatives: Sequence[str],
+    vectors: np.ndarray,
+    weights: ComposeWeights,
+    field: Against = "image",
 ) -> list[Hit]:
-    """Re-score a candidate pool for negative texts (``compose.score_without``); best first."""
+    """Re-score a candidate pool for negative texts (``compose.score_without``) on the vectors it was searched
+    by (images, or captions for ``against="text"``); best first."""
     if not hits or not len(negatives):
         return hits
-    candidates = searcher.store.vectors([h.id for h in hits], "image")
+    candidates = searcher.store.vectors([h.id for h in hits], field)
     scores = np.array([h.score for h in hits], np.float32)
     scores = score_without(candidates, scores, [h.caption for h in hits], negatives, vectors, weights)
     return [rescored(hits[i], float(scores[i])) for i in top_k_indices(scores, len(hits))]

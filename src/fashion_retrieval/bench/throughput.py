@@ -148,7 +148,8 @@ class Workload:
         if self._pixels is None:
             from fashion_retrieval.pipeline.decode import decode_item
 
-            pixels = [decode_item(p, preprocess, "fail")[0] for p in self.paths[: self.images]]
+            # the model-side normalisation is part of what the pipeline pays, not of the bare forward
+            pixels = [preprocess.normalize(decode_item(p, preprocess, "fail")[0]) for p in self.paths[: self.images]]
             self._pixels = [
                 torch.from_numpy(np.stack(pixels[s : s + self.batch_size]))
                 for s in range(0, len(pixels), self.batch_size)

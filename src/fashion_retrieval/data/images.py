@@ -112,7 +112,25 @@ class ImagePreprocessor:
         )
 
     def __call__(self, image: Image.Image) -> np.ndarray:
+        """Resize, rescale and normalise one image: float32 [3, H, W]."""
+        return self.normalize(self.resize(image))
+
+    def resize(self, image: Image.Image) -> np.ndarray:
+        """The resized image as uint8 [H, W, 3]: what the pipeline's decoding workers hand to the model (a
+        quarter of the float bytes; normalising a whole batch in torch costs ~0.8 ms per 384 px image where
+        numpy in a worker costs ~5 ms)."""
         resized = image.resize((self.width, self.height), resample=Image.Resampling(self.resample))
-        array = np.asarray(resized, dtype=np.float32) * self.rescale_factor
-        array = (array - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
-        return np.ascontiguousarray(array.transpose(2, 0, 1))
+        return np.asarray(resized, dtype=np.uint8)
+
+    def scale_and_shift(self) -> tuple[np.ndarray, np.ndarray]:
+        """Normalisation as one multiply-add per channel: x * scale - shift (= (x * rescale - mean) / std)."""
+        std = np.asarray(self.std, dtype=np.float64)
+        scale = (self.rescale_factor / std).astype(np.float32)
+        shift = (np.asarray(self.mean, dtype=np.float64) / std).astype(np.float32)
+        return scale, shift
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 [..., H, W, 3] -> float32 [..., 3, H, W], as BLIP's processor normalises."""
+        scale, shift = self.scale_and_shift()
+        array = np.asarray(pixels, dtype=np.float32) * scale - shift
+        return np.ascontiguousarray(np.moveaxis(array, -1, -3))

@@ -69,6 +69,7 @@ class FashionEmbeddingModel:
         self.device = loaded.device
         self.identity = loaded.identity
         self.preprocess = ImagePreprocessor.from_processor(loaded.processor)
+        self._normalize: tuple[torch.Tensor, torch.Tensor] | None = None
         self.max_text_length = int(loaded.identity.preprocessing["max_text_length"])
         self._text_features = CheckedFastPath(text_features_cls_only, text_features)
         self._image_features = CheckedFastPath(image_features_fast, image_features)
@@ -104,6 +105,17 @@ class FashionEmbeddingModel:
         """Embed preprocessed images [N, 3, H, W]; float32 [N, D], L2-normalised."""
         pixels = torch.as_tensor(pixel_values).to(self.device, dtype=self.dtype, non_blocking=True)
         return self._image_features(self.model, pixels).cpu().numpy()
+
+    @torch.inference_mode()
+    def encode_uint8(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Embed resized, not yet normalised images uint8 [N, H, W, 3] (``ImagePreprocessor.resize``): the batch
+        is normalised here in one vectorised pass, then embedded. float32 [N, D], L2-normalised."""
+        if self._normalize is None:
+            scale, shift = (torch.from_numpy(v).view(1, 3, 1, 1) for v in self.preprocess.scale_and_shift())
+            self._normalize = (scale, shift)
+        scale, shift = self._normalize
+        batch = torch.as_tensor(pixels).permute(0, 3, 1, 2).to(torch.float32)
+        return self.encode_pixels((batch * scale - shift).contiguous())
 
     @torch.inference_mode()
     def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> np.ndarray:

@@ -103,7 +103,7 @@ class RayEngine:
         totals = ray.cluster_resources()
         node_cpus = min((n["Resources"].get("CPU", 0.0) for n in nodes if n["Resources"].get("CPU")), default=1.0)
         preprocess = self._preprocess
-        pixel_bytes = self._pixel_bytes = 3 * preprocess.height * preprocess.width * 4
+        pixel_bytes = self._pixel_bytes = 3 * preprocess.height * preprocess.width  # uint8, resized
         plan = plan_resources(
             job.config,
             totals.get("CPU", 0.0),

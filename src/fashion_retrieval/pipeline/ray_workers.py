@@ -39,7 +39,7 @@ def decode_rows(
 
 def _decode_rows(batch: dict[str, np.ndarray], preprocess: ImagePreprocessor, on_error: str) -> dict[str, np.ndarray]:
     n = len(batch["index"])
-    pixels = np.empty((n, 3, preprocess.height, preprocess.width), np.float32)
+    pixels = np.empty((n, preprocess.height, preprocess.width, 3), np.uint8)
     status = np.empty(n, np.uint8)
     reasons = []
     start = time.perf_counter()

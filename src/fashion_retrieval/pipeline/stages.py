@@ -68,7 +68,7 @@ class ImageItems(Dataset):
 @dataclass
 class ImageBatch:
     indices: np.ndarray
-    pixels: torch.Tensor | None  # None once encoded elsewhere (Ray's actors send back vectors only)
+    pixels: torch.Tensor | None  # uint8 [N, H, W, 3]; None once encoded elsewhere (Ray actors send vectors only)
     status: np.ndarray
     reasons: list[str]
     decode_seconds: float
@@ -142,7 +142,7 @@ def encode_images(batches: Iterable[ImageBatch], encoder, on_error: str) -> Iter
         if keep.any():
             # the usual case, every image decoded, needs no copy of the batch
             pixels = batch.pixels if keep.all() else batch.pixels[torch.from_numpy(keep)]
-            vectors[keep] = encoder.encode_pixels(pixels)
+            vectors[keep] = encoder.encode_uint8(pixels)
         batch.vectors = vectors
         yield batch
 

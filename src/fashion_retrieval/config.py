@@ -47,6 +47,10 @@ class EmbedConfig:
     limit: int | None = None
     overwrite: bool = False
     shard_size: int = 1024
+    # Measured on the demo (64 px model, 128 px JPEGs): image vectors at cosine 0.992 mean (0.81 min) to the
+    # exact preprocessing, held-out Recall@10 unchanged, attribute precision@10 0.945 -> 0.940, decoding
+    # 0.49 -> 0.26 ms per image. Not negligible for every image, hence opt-in (it changes the run key).
+    jpeg_draft: bool = False
     # engine: "local" (this process: decoding workers + one encoder) or "ray" (Ray Data, pipeline/ray_engine.py)
     engine: str = "local"
     ray_address: str | None = None  # None: start a local Ray instance; "auto" or "ray://host:10001": join one

@@ -215,3 +215,26 @@ def test_bench_command_reports_pipeline_and_forward(tiny_base, tmp_path, monkeyp
     assert text.exit_code == 0, text.output
     assert "captions/s pipeline" in text.output and "ceiling" in text.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_jpeg_draft_is_opt_in_and_a_run_of_its_own(tiny_base, encoder, tmp_path):
+    from PIL import Image
+
+    from fashion_retrieval.data.images import open_image
+
+    catalog = make_catalog(tmp_path / "cat", n=8, seed=2, image_size=256)  # JPEGs 8x the 32 px model input
+    exact = embed_catalog(_config(catalog, tiny_base, tmp_path / "exact"), encoder=encoder, progress=False)
+    assert exact["embedded"] == 8
+    drafted = replace(_config(catalog, tiny_base, tmp_path / "exact"), jpeg_draft=True)
+    with pytest.raises(FashionRetrievalError, match="another --jpeg-draft"):
+        embed_catalog(drafted, encoder=encoder, progress=False)  # the vectors would differ: not a resume
+    embed_catalog(replace(drafted, out=str(tmp_path / "draft")), encoder=encoder, progress=False)
+    a, b = load_embeddings(tmp_path / "exact"), load_embeddings(tmp_path / "draft")
+    first = a.metadata.at[0, "path"]
+    with Image.open(first) as image:
+        image.draft("RGB", (32, 32))
+        assert image.size[0] < 256  # decoded reduced
+    np.testing.assert_allclose(
+        b.image_embeddings[0], encoder.encode_image(open_image(first, reduce_to=(32, 32))), atol=1e-5
+    )
+    assert not np.allclose(a.image_embeddings, b.image_embeddings, atol=1e-6)

@@ -57,6 +57,14 @@ def embed(
     image_col: Annotated[str, typer.Option(help="Column with the image path.")] = "path",
     text_col: Annotated[str, typer.Option(help="Column with the caption ('' for none).")] = "caption",
     shard_size: Annotated[int, typer.Option(help="Items per resumable shard.")] = 1024,
+    jpeg_draft: Annotated[
+        bool,
+        typer.Option(
+            help="Decode JPEGs at least twice the model's input size at a reduced scale before resizing: about "
+            "half the decoding time, not the exact pixels (demo: vectors at cosine 0.992 mean, 0.81 min, to exact; "
+            "Recall@10 unchanged, attribute precision@10 -0.005)."
+        ),
+    ] = False,
     engine: Annotated[
         str,
         typer.Option(
@@ -107,6 +115,7 @@ def embed(
         limit=limit,
         overwrite=overwrite,
         shard_size=shard_size,
+        jpeg_draft=jpeg_draft,
         engine=engine,
         ray_address=ray_address,
         actors=actors,

@@ -27,7 +27,7 @@ def decode_item(path: str, preprocess: ImagePreprocessor, on_error: str) -> tupl
     ``on_error="placeholder"`` gives a bad file the original toolkit's black image (flagged); otherwise its
     pixels are zeros and its status FAILED (the encoder skips it, the runner lists it in failures.jsonl)."""
     try:
-        return preprocess.resize(open_image(path)), STATUS_OK, ""
+        return preprocess.resize(open_image(path, reduce_to=preprocess.reduce_to)), STATUS_OK, ""
     except ImageError as exc:
         reason = str(exc)
     if on_error == "placeholder":

@@ -53,7 +53,7 @@ def _run_key(config: EmbedConfig, catalog: Catalog, identity_key: str) -> dict:
         "items": len(catalog),
         "on_error": config.on_error,
         "shard_size": config.shard_size,
-    }
+    } | ({"jpeg_draft": True} if config.jpeg_draft else {})
 
 
 REASONS = {
@@ -62,6 +62,7 @@ REASONS = {
     "items": "another number of items",
     "on_error": "another --on-error",
     "shard_size": "another --shard-size",
+    "jpeg_draft": "another --jpeg-draft",
 }
 
 
@@ -80,7 +81,8 @@ def _check_out_folder(out: Path, store: ShardStore, key: dict, overwrite: bool) 
             return "fresh"
     if previous == key:
         return state
-    differs = [REASONS.get(k, k) for k in key if (previous or {}).get(k) != key[k]]
+    previous = previous or {}
+    differs = [REASONS.get(k, k) for k in dict.fromkeys([*key, *previous]) if previous.get(k) != key.get(k)]
     raise FashionRetrievalError(
         f"{out} holds embeddings of another run ({'; '.join(differs)}): "
         "pass --overwrite to re-embed, or choose another --out"
@@ -95,7 +97,7 @@ def _local_shards(job: EmbedJob, encoder, clock: stages.StageClock, bar) -> Iter
     batches = stages.read_images(
         frame["path"].tolist(),
         todo,
-        encoder.preprocess,
+        replace(encoder.preprocess, jpeg_draft=config.jpeg_draft),
         batch_size=config.batch_size,
         workers=min(config.workers, max(1, len(todo) // config.batch_size)),
         on_error=config.on_error,

@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -81,7 +81,9 @@ class RayEngine:
 
             m = self.config.model
             self._identity, self._processor = describe_model(m.base, m.checkpoint, lora_alpha=m.lora_alpha)
-            self._preprocess = ImagePreprocessor.from_processor(self._processor)
+            self._preprocess = replace(
+                ImagePreprocessor.from_processor(self._processor), jpeg_draft=self.config.jpeg_draft
+            )
         return self._identity
 
     def device_type(self) -> str:

@@ -238,3 +238,30 @@ def test_cli_schema_create_describe_drop(tmp_path, embeddings_dir):
     assert dropped.exit_code == 0 and "dropped fashion_items" in dropped.output
     missing = runner.invoke(app, ["schema", "describe", "--db", db])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_faiss_with_a_selective_filter_keeps_its_recall():
+    """A filter passing few rows is searched exactly (an HNSW walk restricted to 3% of its nodes misses most)."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from fashion_retrieval.embeddings import EmbeddingSet
+    from fashion_retrieval.store.memory import MemoryStore
+
+    rng = np.random.default_rng(0)
+    rows = 20_000
+    centres = rng.normal(size=(200, 256))
+    vectors = centres[rng.integers(0, 200, rows)] + 0.5 * rng.normal(size=(rows, 256))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    kind = np.where(rng.random(rows) < 0.03, "rare", "common")
+    meta = pd.DataFrame({"id": [f"i{i}" for i in range(rows)], "path": "", "caption": "", "kind": kind})
+    data = EmbeddingSet(Path("."), vectors, None, meta, {"model": {}}, [])
+    exact, hnsw = MemoryStore(data, use_faiss=False), MemoryStore(data, use_faiss=True)
+    queries = vectors[:40] + 0.3 * rng.normal(size=(40, 256)).astype(np.float32)
+    for filters in ({"kind": ["rare"]}, {"kind": ["common"]}):
+        want = [[h.id for h in r] for r in exact.search(queries, "image", 10, filters)]
+        got = [[h.id for h in r] for r in hnsw.search(queries, "image", 10, filters)]
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want, strict=True)])
+        assert recall >= 0.95, (filters, recall)
+        assert all(meta.set_index("id").loc[i, "kind"] == filters["kind"][0] for r in got for i in r)

@@ -37,8 +37,11 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks examples
 
 bench: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.embed_throughput --images 24 --captions 256
-	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.store_search --rows 100000
+	$(BIN)/pip install -q -e ".[bench]"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.embed_throughput --dtypes fp32,bf16
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.store_search --rows 100000 --milvus3 $(MILVUS3)/bin/milvus-lite
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.serve_load
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.embed_engines
 
 clean:
 	rm -rf $(VENV) $(MILVUS3) demo_workdir .pytest_cache

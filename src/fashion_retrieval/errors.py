@@ -29,3 +29,7 @@ class StoreError(FashionRetrievalError):
 
 class QueryError(FashionRetrievalError):
     """A search request that is empty or out of range."""
+
+
+class ItemNotFoundError(QueryError):
+    """A request names a catalogue item the store does not hold (the API answers 404)."""

@@ -82,8 +82,10 @@ def test_feedback_moves_toward_liked_items_and_hides_them(searcher):
     query = rocchio(text_vec, store.vectors(liked, "image"), None)
     expected = [h.id for h in store.search(query, "image", 12)[0] if h.id not in liked][:10]
     assert _ids(refined) == expected
-    with pytest.raises(QueryError, match="unknown item"):
+    with pytest.raises(QueryError, match="none of the liked items"):
         searcher.compose(like=["no-such-item"])
+    stale = searcher.compose("a red dress", like=[liked[0], "gone-item"], top_k=10)  # a stale id is ignored
+    assert stale.extra["ignored_feedback"] == ["gone-item"] and liked[0] not in _ids(stale)
     with pytest.raises(QueryError, match="needs a reference"):
         ComposeQuery()
 
@@ -116,7 +118,8 @@ def test_engine_and_api_give_the_searchers_results(searcher, embeddings_dir):  #
         text = client.post("/api/search/text", json={"query": "a dress", "minus": ["stripes"], "top_k": 5})
         assert [r["id"] for r in text.json()["results"]] == _ids(searcher.text("a dress", top_k=5, minus=["stripes"]))
         assert client.post("/api/search/compose", data={"top_k": "5"}).status_code == 400  # nothing to refine
-        assert client.post("/api/search/compose", data={"like": "no-such-item"}).status_code == 400
+        assert client.post("/api/search/compose", data={"like": "no-such-item"}).status_code == 404
+        assert client.post("/api/search/compose", data={"item": "no-such-item"}).status_code == 404
 
 
 def test_cli_compose(searcher, embeddings_dir):  # noqa: F811

@@ -4,7 +4,11 @@ Every check is on, for schema-valid and schema-invalid requests. The document is
 (its filter fields and values), so schema-valid requests must be accepted, schema-invalid ones refused with a
 4xx, and nothing may ever answer 5xx. Two things a schema cannot say are supplied here: the upload fields get
 real image bytes (JPEG, PNG, WebP, a large JPEG) through a format strategy, and for an upload that is some
-other string, 415 (not an image) is an accepted answer to a schema-valid request.
+other string, 415 (not an image) is an accepted answer to a schema-valid request. One check is left out where
+the wire cannot carry what it tests: a multipart body sends every value as text, so an item id list turned
+from strings into numbers or nulls ("-339", "null") arrives as valid ids; for multipart operations the
+negative run keeps every other check (no 5xx, documented status codes and bodies) but not "schema-violating
+request accepted".
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from hypothesis.errors import Unsatisfiable
 from PIL import Image
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from tests.helpers import ServedIndex
 
@@ -61,10 +66,13 @@ def _run(operation, mode: GenerationMode, base_url: str, failures: list[str], st
     """Hypothesis over one operation in one mode; a failing case is recorded (with its reproduction) and the
     search goes on with the next operation."""
 
+    multipart = "multipart/form-data" in (operation.definition.raw.get("requestBody", {}).get("content", {}))
+    excluded = [negative_data_rejection] if multipart and mode is GenerationMode.NEGATIVE else []
+
     @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(case=operation.as_strategy(generation_mode=mode))
     def check(case) -> None:
-        response = case.call_and_validate(base_url=base_url)
+        response = case.call_and_validate(base_url=base_url, excluded_checks=excluded)
         statuses.setdefault((case.path, mode.value), set()).add(response.status_code)
 
     try:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fashion_retrieval.errors import QueryError
+from fashion_retrieval.errors import ItemNotFoundError, QueryError
 from fashion_retrieval.search.compose import (
     COMPOSED,
     DEFAULT_WEIGHTS,
@@ -93,7 +93,7 @@ class ComposeQuery(Query):
         if self.item is not None:
             found = store.get([self.item])
             if not found:
-                raise QueryError(f"no item {self.item[:80]!r} in {store.description}")
+                raise ItemNotFoundError(f"no item {self.item[:80]!r} in {store.description}")
             return store.vectors([self.item], "image")[0], found[0].caption or None, False
         if self.image is None:
             return None, None, False
@@ -105,14 +105,13 @@ class ComposeQuery(Query):
         nearest = store.search(vector, "text", 1)[0]
         return vector, (nearest[0].caption if nearest else None), True
 
-    def _feedback(self, store, ids: Sequence[str]) -> np.ndarray | None:
-        if not ids:
-            return None
-        known = {h.id for h in store.get(list(ids))}
-        missing = [i for i in ids if i not in known]
-        if missing:
-            raise QueryError(f"unknown item(s) in feedback: {[m[:80] for m in missing[:5]]}")
-        return store.vectors(list(ids), "image")
+    def _feedback(self, store, ids: Sequence[str], ignored: list[str]) -> np.ndarray | None:
+        """The image vectors of the marked items. An id the store no longer holds (a page open while the index
+        changed) is ignored and reported back, not an error: the rest of the feedback still counts."""
+        known = {h.id for h in store.get(list(ids))} if ids else set()
+        ignored.extend(i for i in ids if i not in known)
+        present = [i for i in ids if i in known]
+        return store.vectors(present, "image") if present else None
 
     def execute(self, searcher: Searcher, texts: np.ndarray, images: np.ndarray) -> SearchResponse:
         store, weights = searcher.store, self.weights
@@ -128,10 +127,13 @@ class ComposeQuery(Query):
             query = compose_query(image_vec, text_vecs, method if self.modifier else "image", weights)
         else:  # feedback alone: start from the liked items
             method, query = "feedback", None
-        liked, unliked = self._feedback(store, self.like), self._feedback(store, self.unlike)
+        ignored: list[str] = []
+        liked, unliked = self._feedback(store, self.like, ignored), self._feedback(store, self.unlike, ignored)
         if liked is not None or unliked is not None:
             start = query if query is not None else np.zeros(searcher.encoder.embed_dim, np.float32)
             query = rocchio(start, liked, unliked, weights)
+        if query is None:
+            raise ItemNotFoundError(f"none of the liked items {[i[:80] for i in self.like[:5]]} is in the catalogue")
         seen = {self.item, *self.like} - {None}
         pool = store.search(query, "image", max(weights.pool, self.top_k) + len(seen), self.filters)[0]
         pool = [h for h in pool if h.id not in seen]
@@ -149,6 +151,8 @@ class ComposeQuery(Query):
             "filters": dict(self.filters or {}),
         }
         extra = {"reference_caption": caption, "caption_estimated": estimated}
+        if ignored:
+            extra["ignored_feedback"] = [i[:80] for i in ignored[:10]]
         if COMPOSED in wanted:
             extra["composed_caption"] = wanted[COMPOSED]
         return self.respond(described, hits[: self.top_k], extra)

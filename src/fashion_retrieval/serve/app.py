@@ -21,7 +21,14 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from fashion_retrieval.errors import FashionRetrievalError, ImageError, ModelMismatchError, QueryError, StoreError
+from fashion_retrieval.errors import (
+    FashionRetrievalError,
+    ImageError,
+    ItemNotFoundError,
+    ModelMismatchError,
+    QueryError,
+    StoreError,
+)
 from fashion_retrieval.search.compose import DEFAULT_WEIGHTS
 from fashion_retrieval.search.composed import ComposeQuery
 from fashion_retrieval.search.queries import HybridQuery, ImageQuery, Query, TextQuery
@@ -31,13 +38,14 @@ from fashion_retrieval.serve.limits import BodyLimitMiddleware, keep_uploads_in_
 from fashion_retrieval.serve.metrics import AccessLogMiddleware, ServeMetrics
 from fashion_retrieval.serve.openapi import catalogue_openapi
 from fashion_retrieval.serve.schemas import (
-    NOT_BLANK,
     Health,
     Item,
     ItemId,
     NegativeText,
+    NonBlank,
     SearchResult,
     TextSearchRequest,
+    blank_checked,
     error_responses,
     parse_form_filters,
 )
@@ -46,6 +54,7 @@ from fashion_retrieval.store.base import validate_filters
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 SHOWN_VALUES = 10
+TEXT_FIELD, ID_FIELD = blank_checked(1000), blank_checked(1024)
 
 
 def open_config_searcher(config: ServeConfig):
@@ -147,6 +156,8 @@ def _raw_bytes(text: str) -> bytes:
 
 
 def _status_of(exc: FashionRetrievalError) -> int:
+    if isinstance(exc, ItemNotFoundError):
+        return 404
     if isinstance(exc, ImageError):
         return 413 if "too many pixels" in str(exc) else 415
     if isinstance(exc, ModelMismatchError):
@@ -186,7 +197,7 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
         lifespan=lifespan,
         description="Multimodal fashion search: text, image and hybrid queries with filters.",
         # an image part sent without a filename is a plain field: let it be as large as an upload
-        form_limits={"max_part_size": config.max_upload_bytes, "max_files": 4, "max_fields": 32},
+        form_limits={"max_part_size": config.max_upload_bytes, "max_files": 4, "max_fields": 256},
     )
     if config.cors_origin:
         from fastapi.middleware.cors import CORSMiddleware
@@ -250,6 +261,18 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
         filters = svc.checked_filters(body.filters)
         return await svc.search(TextQuery(body.query, body.top_k, filters, body.against, body.rerank, body.minus))
 
+    def no_empty_fields(*names: str):
+        """A form field of the route sent empty is refused, not read as absent (FastAPI would quietly use the
+        default): the OpenAPI document says each field, when present, holds a value. Other parts are ignored."""
+
+        async def check(request: Request) -> None:
+            form = await request.form()
+            empty = sorted({name for name, value in form.multi_items() if value == "" and name in names})
+            if empty:
+                raise HTTPException(422, f"empty form field(s) {empty}: leave a field out instead of sending it empty")
+
+        return Depends(check)
+
     def form_filters(filters: str | None = Form(None, max_length=64 * 1024)) -> dict:
         try:
             return parse_form_filters(filters)
@@ -257,8 +280,14 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
             raise HTTPException(422, str(exc)) from None
 
     upload_errors = error_responses(400, 401, 413, 415, 422, 503)
+    common_fields = ("image", "top_k", "filters", "against")
 
-    @app.post("/api/search/image", response_model=SearchResult, dependencies=api, responses=upload_errors)
+    @app.post(
+        "/api/search/image",
+        response_model=SearchResult,
+        dependencies=[*api, no_empty_fields(*common_fields)],
+        responses=upload_errors,
+    )
     async def search_image(
         image: UploadFile | str = File(...),
         top_k: int = Form(12, ge=1, le=200),
@@ -270,9 +299,14 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
         query.image = await svc.pixels(image)
         return await svc.search(query)
 
-    @app.post("/api/search/hybrid", response_model=SearchResult, dependencies=api, responses=upload_errors)
+    @app.post(
+        "/api/search/hybrid",
+        response_model=SearchResult,
+        dependencies=[*api, no_empty_fields(*common_fields, "text", "alpha", "fusion", "rerank")],
+        responses=upload_errors,
+    )
     async def search_hybrid(
-        text: str = Form(..., min_length=1, max_length=1000, pattern=NOT_BLANK),
+        text: NonBlank = Form(..., **TEXT_FIELD),
         image: UploadFile | str = File(...),
         alpha: float = Form(0.5, ge=0.0, le=1.0),
         fusion: str = Form("weighted", pattern="^(weighted|rrf)$"),
@@ -286,10 +320,15 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
         query.image = await svc.pixels(image)
         return await svc.search(query)
 
-    @app.post("/api/search/compose", response_model=SearchResult, dependencies=api, responses=upload_errors)
+    @app.post(
+        "/api/search/compose",
+        response_model=SearchResult,
+        dependencies=[*api, no_empty_fields(*common_fields, "modifier", "item", "minus", "like", "unlike", "method")],
+        responses=error_responses(400, 401, 404, 413, 415, 422, 503),
+    )
     async def search_compose(
-        modifier: str | None = Form(None, max_length=1000, pattern=NOT_BLANK, description="What to change: in red"),
-        item: str | None = Form(None, max_length=1024, pattern=NOT_BLANK, description="Reference catalogue item id"),
+        modifier: NonBlank | None = Form(None, **TEXT_FIELD, description="What to change: in red"),
+        item: NonBlank | None = Form(None, **ID_FIELD, description="Reference catalogue item id"),
         image: UploadFile | str | None = File(None, description="Or a reference image"),
         minus: list[NegativeText] = Form([], max_length=8, description="Exclude what matches: stripes"),
         like: list[ItemId] = Form([], max_length=50, description="More like these item ids"),
@@ -301,9 +340,9 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
     ) -> dict:
         """Refine a search: a reference (item id or image) changed by a modifier, negatives, feedback ids."""
         checked = svc.checked_filters(filters)
-        if image is not None and image != "" and item is not None:
+        if image is not None and item is not None:
             raise HTTPException(422, "give a reference item or a reference image, not both")
-        pixels = await svc.pixels(image) if image is not None and image != "" else None
+        pixels = await svc.pixels(image) if image is not None else None
         query = ComposeQuery(modifier, item, pixels, minus, like, unlike, method, DEFAULT_WEIGHTS, top_k, checked)
         return await svc.search(query)
 

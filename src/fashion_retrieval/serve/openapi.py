@@ -61,6 +61,14 @@ def catalogue_openapi(app: FastAPI, engine_of) -> dict:
         content = operation["requestBody"]["content"]["multipart/form-data"]
         body = components[content["schema"]["$ref"].rsplit("/", 1)[1]]
         body["properties"]["filters"] = schema
+        for prop in body["properties"].values():  # a multipart field is absent or a value: it cannot be null
+            if "anyOf" in prop:
+                kept = [branch for branch in prop["anyOf"] if branch.get("type") != "null"]
+                if len(kept) == 1:
+                    prop.update(kept[0])
+                    del prop["anyOf"]
+                else:
+                    prop["anyOf"] = kept
         if "image" in body["properties"]:  # one part holding an image (a file or not), not any bytes
             body["properties"]["image"] = {
                 "type": "string",
@@ -70,6 +78,12 @@ def catalogue_openapi(app: FastAPI, engine_of) -> dict:
                 "description": "The image's bytes (JPEG, PNG, WebP ...; decided from the bytes, not the name).",
             }
         # no "encoding" entry needed: OpenAPI's default for an object property of a multipart body is JSON
+        if path == "/api/search/compose":  # something to refine: a reference, a modifier or liked items
+            body["anyOf"] = [{"required": [name]} for name in ("modifier", "item", "image")]
+            # an empty list sends nothing in a multipart body: "like" counts only with an id in it
+            body["anyOf"].append({"required": ["like"], "properties": {"like": {"minItems": 1}}})
+            body["not"] = {"required": ["item", "image"]}  # one reference at most
+            operation["requestBody"]["required"] = True
     item = document.get("paths", {}).get("/api/items/{item_id}", {}).get("get")
     if item and engine.example_id is not None:
         item["parameters"][0]["schema"]["examples"] = [engine.example_id]

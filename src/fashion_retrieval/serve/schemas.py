@@ -51,7 +51,9 @@ def json_integer(value: object) -> object:
 
 Text = Annotated[StrictStr, AfterValidator(valid_unicode)]
 JsonInt = Annotated[StrictInt, BeforeValidator(json_integer)]
-NOT_BLANK = r"\S"  # at least one non-space character
+# At least one character that is not whitespace as Python's str.strip() sees it (the server strips queries),
+# spelled out: "\S" means something else in the ECMA regexes of JSON Schema (the ASCII separators \x1c-\x1f).
+NOT_BLANK = r"[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 FieldName = Annotated[Text, Field(min_length=1, max_length=64)]
 FilterValue = Annotated[Text, Field(max_length=MAX_VALUE_LENGTH)]
 # One value or a list of values; the discriminator picks the branch by shape, so errors name "value" or "values".
@@ -82,7 +84,21 @@ def parse_form_filters(raw: str | None) -> dict[str, list[str] | str]:
         raise ValueError(f"filters{'.' + where if where else ''}: {first['msg']}") from None
 
 
-NegativeText = Annotated[Text, Field(min_length=1, max_length=200, pattern=NOT_BLANK)]
+def not_blank(text: str) -> str:
+    """The server strips queries; one of nothing but whitespace is refused (``NOT_BLANK`` documents the same
+    rule in the OpenAPI document, where a regex is the only way to say it)."""
+    if not text.strip():
+        raise ValueError("must not be blank")
+    return text
+
+
+def blank_checked(max_length: int) -> dict:
+    """Field options for a text that must not be blank: checked by ``not_blank``, documented by the pattern."""
+    return {"min_length": 1, "max_length": max_length, "json_schema_extra": {"pattern": NOT_BLANK}}
+
+
+NonBlank = Annotated[Text, AfterValidator(not_blank)]
+NegativeText = Annotated[NonBlank, Field(**blank_checked(200))]
 ItemId = Annotated[Text, Field(min_length=1, max_length=1024)]
 
 
@@ -91,9 +107,7 @@ class Strict(BaseModel):
 
 
 class TextSearchRequest(Strict):
-    query: Annotated[
-        Text, Field(min_length=1, max_length=MAX_QUERY_LENGTH, pattern=NOT_BLANK, description="What to look for.")
-    ]
+    query: Annotated[NonBlank, Field(**blank_checked(MAX_QUERY_LENGTH), description="What to look for.")]
     top_k: JsonInt = Field(12, ge=1, le=200)
     filters: Filters = Field(default_factory=dict, description=f"e.g. {FILTERS_EXAMPLE}")
     against: Literal["image", "text"] = "image"
@@ -118,6 +132,7 @@ class SearchResult(BaseModel):
     reference_caption: str | None = None
     caption_estimated: bool | None = None
     composed_caption: str | None = None
+    ignored_feedback: list[str] | None = None
 
 
 class Health(BaseModel):

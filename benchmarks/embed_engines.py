@@ -13,6 +13,9 @@ ratios; the target on CPUs is >= 0.85 (Ray cannot be faster on 2 cores, its over
     python -m benchmarks.embed_engines                                  # CPU: 96 images, 3 rounds
     python -m benchmarks.embed_engines --images 10000 --rounds 1 --name embed_engines_cpu_10k
     python -m benchmarks.embed_engines --tiny --images 32 --rounds 1    # a quick check of the harness
+    # memory at scale: 10,000 real-size decoded images through a model that encodes them fast
+    python -m benchmarks.embed_engines --tiny --tiny-image-size 384 --images 10000 --rounds 1 \
+        --name embed_engines_memory_10k
     # a GPU machine: N encoder actors of one GPU each (the local engine runs on one GPU)
     python -m benchmarks.embed_engines --images 20000 --rounds 1 --gpus-per-actor 1 --actors <GPUs> \\
         --name embed_engines_gpu
@@ -156,6 +159,12 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="a tiny random BLIP (checks the harness, not speed)")
     parser.add_argument("--name", default=None, help="result file name (default: embed_engines_cpu / _tiny)")
     parser.add_argument("--keep", action="store_true", help="keep the generated model, images and outputs")
+    parser.add_argument(
+        "--tiny-image-size",
+        type=int,
+        default=32,
+        help="with --tiny: the model's input size (384 keeps decoded blocks at their real size for memory runs)",
+    )
     args = parser.parse_args()
     name = args.name or ("embed_engines_tiny" if args.tiny else "embed_engines_cpu")
     work = Path(tempfile.mkdtemp(prefix="bench-engines-"))
@@ -163,7 +172,8 @@ def main() -> None:
         if args.tiny:
             from fashion_retrieval.model.tiny import build_tiny_blip
 
-            base, model = build_tiny_blip(work / "base", seed=0), "tiny random BLIP (harness check only)"
+            base = build_tiny_blip(work / "base", seed=0, image_size=args.tiny_image_size)
+            model = f"tiny random BLIP at {args.tiny_image_size} px (harness and memory checks, not speed)"
         else:
             base, model = build_base_sized_blip(work / "base"), "BLIP-base-sized, random weights, 384 px"
         catalog = make_benchmark_catalog(work / "cat", args.images)

@@ -131,7 +131,8 @@ def ceilings(base: Path, db: Path, dtype: str, text_batch: int, image_batch: int
             lambda: encoder.encode_batch_texts(texts, batch_size=text_batch), text_batch, 4
         ),
         "bare_batched_image_per_second": rate(lambda: encoder.encode_pixels(batch), image_batch, 3),
-        "one_caption_seconds": seconds(lambda: encoder.encode_text(QUERIES[1]), 15),
+        # one caption alone, over the same captions the clients send (their lengths differ): the median
+        "one_caption_seconds": statistics.median(seconds(lambda q=q: encoder.encode_text(q), 5) for q in QUERIES),
         "one_store_search_seconds": seconds(lambda: store.search(vector, "image", 12), 30),
         "decode_one_upload_seconds": seconds(lambda: encoder.preprocess(open_image(image)), 20),
         "torch_threads": torch.get_num_threads(),
@@ -202,7 +203,6 @@ async def _load(url: str, kind: str, clients: int, seconds: float) -> dict:
     image = query_image()
     latencies: list[float] = []
     errors: list[str] = []
-    health: list[float] = []
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients + 2)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
@@ -228,17 +228,22 @@ async def _load(url: str, kind: str, clients: int, seconds: float) -> dict:
                     errors.append(type(exc).__name__)
                 i += clients
 
-        async def probe() -> None:
-            await asyncio.sleep(min(1.0, seconds / 4))  # once the load is on
-            while time.perf_counter() < deadline - 0.2:
-                start = time.perf_counter()
-                await client.get("/api/health")
-                health.append(time.perf_counter() - start)
-                await asyncio.sleep(0.05)
-
+        # health is probed from a process of its own: the loaded client process is busy itself, and its
+        # own scheduling delays would be counted as the server's
+        prober = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "benchmarks.serve_load",
+            "probe",
+            url,
+            str(seconds),
+            stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+        )
         started = time.perf_counter()
-        await asyncio.gather(*(one(n) for n in range(clients)), probe())
+        await asyncio.gather(*(one(n) for n in range(clients)))
         elapsed = time.perf_counter() - started
+        health = json.loads((await prober.communicate())[0].decode().strip().splitlines()[-1])
         after = (await client.get("/api/health")).json().get("engine", {})
     ms = np.array(latencies) * 1000 if latencies else np.zeros(1)
     batches = after.get("batches", 0) - before.get("batches", 0)
@@ -256,16 +261,33 @@ async def _load(url: str, kind: str, clients: int, seconds: float) -> dict:
     }
 
 
-def idle_health_p95(url: str, n: int = 100) -> float:
+def probe_health(url: str, seconds: float, wait: float = 1.0) -> list[float]:
+    """``/api/health`` every 50 ms for ``seconds`` (after ``wait``, once a load is on): latencies in seconds."""
     import httpx
 
+    time.sleep(min(wait, seconds / 4))
+    deadline = time.perf_counter() + seconds - min(wait, seconds / 4) - 0.3
     samples = []
     with httpx.Client(base_url=url, timeout=30) as client:
-        for _ in range(n):
+        client.get("/api/health")  # the connection, outside the samples
+        while time.perf_counter() < deadline:
             start = time.perf_counter()
             client.get("/api/health")
             samples.append(time.perf_counter() - start)
-            time.sleep(0.02)
+            time.sleep(0.05)
+    return samples
+
+
+def idle_health_p95(url: str) -> float:
+    """The idle server's health p95, probed the way the loaded phases probe it (a process of its own)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.serve_load", "probe", url, "6", "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    samples = json.loads(out.stdout.strip().splitlines()[-1])
     return round(float(np.percentile(np.array(samples) * 1000, 95)), 2)
 
 
@@ -377,6 +399,10 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "client":
         _, _, url, kind, clients, seconds = sys.argv
         print(json.dumps(asyncio.run(_load(url, kind, int(clients), float(seconds)))))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "probe":
+        wait = float(sys.argv[4]) if len(sys.argv) > 4 else 1.0
+        print(json.dumps(probe_health(sys.argv[2], float(sys.argv[3]), wait)))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "store":
         _, _, base, db, rows, image_path = sys.argv
@@ -491,6 +517,11 @@ def summarize(args, store, settings, ceiling, new, old) -> dict:
         )
         targets[f"image_{mid}_rps_vs_one_lock (>= 1.2)"] = round(
             new[f"image_{mid}"]["requests_per_second"] / old[f"image_{mid}"]["requests_per_second"], 3
+        )
+        # what batching can win on images is bounded by the encoder's batched rate: if the one-lock server
+        # already reaches most of it, 1.2x of it is above the ceiling
+        targets[f"one_lock_image_{mid}_rps_vs_bare_batched (informative)"] = round(
+            old[f"image_{mid}"]["requests_per_second"] / ceiling["bare_batched_image_per_second"], 3
         )
     return {
         "command": "python -m benchmarks.serve_load " + " ".join(sys.argv[1:]),

@@ -119,6 +119,16 @@ def run_demo(config: DemoConfig, *, progress: bool = True) -> dict:
             progress=progress,
         )
     training_metrics = json.loads((training / "metrics.json").read_text())
+    skipped = training_metrics.get("failed_images", 0)
+    _say(
+        progress,
+        f"      {skipped} unreadable images skipped in training"
+        + (
+            f" (listed in {training / 'failures.jsonl'})"
+            if skipped
+            else " (a bad image is left out and listed, never fatal)"
+        ),
+    )
     step("train", t)
 
     t = time.perf_counter()

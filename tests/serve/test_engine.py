@@ -113,3 +113,27 @@ def test_defaults_per_device_and_bad_settings():
 def test_queries_check_their_inputs_before_any_work(make, message):
     with pytest.raises(QueryError, match=message):
         make()
+
+
+def test_every_model_call_runs_on_the_model_thread(searcher, monkeypatch):
+    """Composed captions and reranks asked for from the store pool still run on the one model thread (torch
+    in several threads makes every small operation slower: see QueryEngine.on_model)."""
+    from fashion_retrieval.search.composed import ComposeQuery
+
+    threads: list[str] = []
+    original = searcher.encoder.encode_batch_texts
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(searcher.encoder, "encode_batch_texts", recording)
+    engine = QueryEngine(searcher, EngineSettings()).start()
+    try:
+        item = searcher.store.some_ids(1)[0]
+        response = engine.run(ComposeQuery("in blue", item, None, (), top_k=3))
+        reranked = engine.run(TextQuery("a red dress", top_k=3, rerank=5))
+    finally:
+        engine.close()
+    assert response.extra["composed_caption"] and reranked.extra["reranked"] == 5
+    assert len(threads) >= 2 and set(threads) == {"model-worker"}, threads

@@ -133,7 +133,9 @@ def run_server(config) -> None:
         "h11_max_incomplete_event_size": 16 * 1024,  # request line + headers
     }
     if config.workers == 1:
-        searcher = open_config_searcher(config)
+        from fashion_retrieval.serve.engine import in_fresh_thread
+
+        searcher = in_fresh_thread(open_config_searcher, config).result()  # torch stays off this thread
         typer.echo(f"serving {searcher.store.count()} items from {searcher.store.description}")
         typer.echo(f"open http://{config.host}:{config.port}/  (API docs: http://{config.host}:{config.port}/docs)")
         try:

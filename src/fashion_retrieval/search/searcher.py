@@ -30,6 +30,10 @@ from fashion_retrieval.store.base import Filters, Hit, VectorStore
 EDITOR_CAPTIONS = 50_000  # captions the caption editor learns from (an even sample beyond that)
 
 
+def _inline(function, *args):
+    return function(*args)
+
+
 def ensure_comparable_precision(stored: dict | None, query: dict, what: str) -> None:
     """Vectors computed in one dtype may be queried in another only where a parity probe showed that this
     model keeps its rankings across the two (recorded by the automatic choice on either side)."""
@@ -59,6 +63,9 @@ class Searcher:
         self.model_lock = threading.RLock()
         self._editor: CaptionEditor | None = None
         self._editor_lock = threading.Lock()
+        # How model work asked for while a query runs (a composed caption, a rerank) is done: inline by default;
+        # a serving engine routes it to its model thread (torch is slow when several threads each run it).
+        self.on_model = _inline
         self.max_pixels = API_MAX_PIXELS
 
     @classmethod
@@ -117,8 +124,11 @@ class Searcher:
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """A few texts a query composes while it runs (e.g. an edited caption), under the model lock."""
+        return self.on_model(self._encode_texts, list(texts))
+
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
         with self.model_lock:
-            return self.encoder.encode_batch_texts(list(texts), batch_size=max(1, len(texts)))
+            return self.encoder.encode_batch_texts(texts, batch_size=max(1, len(texts)))
 
     def caption_editor(self) -> CaptionEditor:
         """The caption editor learned from this catalogue's captions, built once on first use."""
@@ -198,14 +208,17 @@ class Searcher:
         return self.run(ComposeQuery(modifier, item, pixels, minus, like, unlike, method, weights, top_k, filters))
 
     # -- helpers -----------------------------------------------------------------------------
-    def rerank(self, text: str, hits: list[Hit]) -> tuple[list[Hit], dict]:
-        """Rescore with the ITM head (precise, slow) the candidates ITC retrieval found (fast, broad)."""
+    def _itm_scores(self, text: str, paths: list[str]) -> np.ndarray:
         from fashion_retrieval.model.rerank import itm_scores
 
+        with self.model_lock:
+            return itm_scores(self.encoder, text, paths)
+
+    def rerank(self, text: str, hits: list[Hit]) -> tuple[list[Hit], dict]:
+        """Rescore with the ITM head (precise, slow) the candidates ITC retrieval found (fast, broad)."""
         if not hits:
             return hits, {"reranked": 0}
-        with self.model_lock:
-            scores = itm_scores(self.encoder, text, [h.path for h in hits])
+        scores = self.on_model(self._itm_scores, text, [h.path for h in hits])
         reranked = [
             rescored(hits[i], float(scores[i]), itc_score=f"{hits[i].score:.6f}")
             for i in top_k_indices(scores, len(hits))

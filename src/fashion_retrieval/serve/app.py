@@ -33,7 +33,7 @@ from fashion_retrieval.search.compose import DEFAULT_WEIGHTS
 from fashion_retrieval.search.composed import ComposeQuery
 from fashion_retrieval.search.queries import HybridQuery, ImageQuery, Query, TextQuery
 from fashion_retrieval.serve.config import ServeConfig
-from fashion_retrieval.serve.engine import EngineSettings, QueryEngine
+from fashion_retrieval.serve.engine import EngineSettings, QueryEngine, in_fresh_thread
 from fashion_retrieval.serve.limits import BodyLimitMiddleware, keep_uploads_in_memory
 from fashion_retrieval.serve.metrics import AccessLogMiddleware, ServeMetrics
 from fashion_retrieval.serve.openapi import catalogue_openapi
@@ -175,7 +175,7 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         owned = searcher is None
-        opened = searcher or await run_in_threadpool(open_config_searcher, config)
+        opened = searcher or await asyncio.wrap_future(in_fresh_thread(open_config_searcher, config))
         settings = EngineSettings.for_device(
             opened.encoder.device.type,
             max_batch=config.max_batch,

@@ -76,6 +76,7 @@ def _trained_demo(tmp_path_factory):
 def test_fp32_and_bf16_rank_alike_on_a_trained_model(tmp_path_factory):
     from fashion_retrieval.config import EmbedConfig, ModelConfig
     from fashion_retrieval.evaluate.evaluate import EvalConfig, evaluate_embeddings
+    from fashion_retrieval.evaluate.metrics import retrieval_ranks
     from fashion_retrieval.pipeline.embed import embed_catalog
     from fashion_retrieval.ranking import top_k_indices
 
@@ -95,8 +96,15 @@ def test_fp32_and_bf16_rank_alike_on_a_trained_model(tmp_path_factory):
         assert data.manifest["precision"]["dtype"] == ("float32" if dtype == "fp32" else "bfloat16")
         vectors[dtype] = (data.text_embeddings, data.image_embeddings)
     fp32, bf16 = reports["fp32"], reports["bf16"]
-    for k in ("recall@1", "recall@5", "recall@10"):
-        assert abs(fp32["text_to_image"][k] - bf16["text_to_image"][k]) <= 0.01, (k, fp32, bf16)
+    # Paired per query: the training is time-bound, so the model (and its near-ties) differs from machine to
+    # machine; a single flipped near-tie moves R@1 by 1/400. What must hold is that few queries change their
+    # hit and that the changes do not lean one way (the demo model's own figures: benchmarks/precision.py).
+    ranks = {d: retrieval_ranks(t, i, list(range(len(t))), list(range(len(i)))) for d, (t, i) in vectors.items()}
+    for k in (1, 5, 10):
+        hit32, hit16 = ranks["fp32"] <= k, ranks["bf16"] <= k  # ranks are 1-based
+        flipped = int((hit32 != hit16).sum())
+        assert flipped <= 0.04 * len(hit32), (k, flipped)
+        assert abs(hit32.mean() - hit16.mean()) <= 0.02, (k, fp32["text_to_image"], bf16["text_to_image"])
     key = "attribute_precision@10[garment,color]"
     assert abs(fp32[key] - bf16[key]) <= 0.01
     top = {d: top_k_indices(t @ i.T, 10) for d, (t, i) in vectors.items()}

@@ -133,7 +133,13 @@ def ceilings(base: Path, db: Path, dtype: str, text_batch: int, image_batch: int
         "bare_batched_image_per_second": rate(lambda: encoder.encode_pixels(batch), image_batch, 3),
         # one caption alone, over the same captions the clients send (their lengths differ): the median
         "one_caption_seconds": statistics.median(seconds(lambda q=q: encoder.encode_text(q), 5) for q in QUERIES),
+        # searches back to back: the Lite process stays awake between them, a lower bound on one search
         "one_store_search_seconds": seconds(lambda: store.search(vector, "image", 12), 30),
+        # one query as a lone client makes it, without HTTP: encode its caption, then search (the Lite process
+        # has been idle while the caption was encoded, so this search costs what the server's does)
+        "one_caption_then_search_seconds": statistics.median(
+            seconds(lambda q=q: store.search(encoder.encode_text(q), "image", 12), 5) for q in QUERIES
+        ),
         "decode_one_upload_seconds": seconds(lambda: encoder.preprocess(open_image(image)), 20),
         "torch_threads": torch.get_num_threads(),
     }
@@ -494,7 +500,13 @@ def summarize(args, store, settings, ceiling, new, old) -> dict:
     clients = args.clients
     top, mid = max(clients), sorted(clients)[len(clients) // 2]
     targets = {
-        "text_1_p50_vs_one_caption_plus_search (<= 1.2)": round(
+        "text_1_p50_vs_one_caption_then_search (<= 1.2)": round(
+            new["text_1"]["p50_ms"] / 1000 / ceiling["one_caption_then_search_seconds"], 3
+        )
+        if "text_1" in new
+        else None,
+        # the same against the sum of the two parts measured apart (the search warm, back to back): stricter
+        "text_1_p50_vs_one_caption_plus_warm_search (informative)": round(
             new["text_1"]["p50_ms"] / 1000 / (ceiling["one_caption_seconds"] + ceiling["one_store_search_seconds"]), 3
         )
         if "text_1" in new

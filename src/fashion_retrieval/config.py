@@ -6,10 +6,10 @@ import os
 from dataclasses import asdict, dataclass, field
 
 # Measured on a 2-core CPU with a BLIP-base-sized model, as the encoder runs it (fused vision attention,
-# oneDNN-packed Linear layers): python -m benchmarks.batch_sweep (benchmarks/results/batch_sweep_cpu.json,
-# medians of 3 rounds) gives 3.57 / 3.65 / 3.74 / 3.75 img/s at batch 1 / 2 / 4 / 8, and the pipeline ran
-# 3.54 img/s at batch 4 against 3.47 at batch 2; captions peak at 16-32 (47/s, 39 at 128). GPUs want
-# large batches.
+# oneDNN-packed Linear layers): python -m benchmarks.batch_sweep (benchmarks/results/batch_sweep_cpu.json and
+# batch_sweep_cpu_bf16.json, medians of 3 rounds) gives 1.77 / 1.86 / 1.87 / 1.86 img/s in fp32 and 3.02 /
+# 3.07 / 2.99 / 3.15 in bf16 at batch 1 / 2 / 4 / 8 (flat beyond 2: 4 keeps memory low); captions peak at
+# 16-64 (fp32 22.7/s, bf16 42.5/s) and drop at 128. GPUs want large batches.
 AUTO_BATCH = {"cpu": (4, 16), "mps": (16, 64), "cuda": (128, 256)}
 
 

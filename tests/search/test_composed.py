@@ -97,6 +97,19 @@ def test_stems_match_the_spellings_catalogues_use():
     assert mentions("A color-block top.", "colour block") and not mentions("A blue top.", "colour block")
 
 
+def test_a_negative_matches_the_names_catalogues_give_a_pattern():
+    # DeepFashion-MultiModal says "pure color" and "lattice" where a shopper says "plain" and "checked"
+    assert mentions("The lady wears a dress in pure colour.", "plain")
+    assert mentions("His shirt has lattice patterns.", "checked") and mentions("A plaid coat.", "no lattice")
+    assert mentions("A solid color tee.", "without plain dresses") is False  # every other word still counts
+    assert mentions("A solid color dress.", "plain dresses")
+    assert mentions("The man wears a spotted tie.", "polka dots")
+    # a synonym never stands in for another pattern, nor a colour word for "pure colour"
+    assert not mentions("The lady wears a striped dress.", "plain")
+    assert not mentions("A colour-block top.", "pure colour") and not mentions("A red top.", "plain")
+    assert not mentions("The lady wears a lattice skirt.", "striped")
+
+
 def test_engine_and_api_give_the_searchers_results(searcher, embeddings_dir):  # noqa: F811
     item = searcher.store.some_ids(4)[2]
     direct = searcher.compose("in blue", item=item, minus=["stripes"], top_k=5)

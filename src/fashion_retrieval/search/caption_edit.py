@@ -172,17 +172,51 @@ def stem(word: str) -> str:
     return word
 
 
-def mentions(caption: str, phrase: str) -> bool:
-    """True when every content word of ``phrase`` occurs in ``caption`` (by stem; hyphenated words count by
-    their parts too, so "polka-dot" mentions "dots")."""
-    wanted = {stem(w) for w in words(phrase) if w not in STOPWORDS}
+# Names a shopper and a catalogue use for the same fabric pattern: DeepFashion-MultiModal's labels ("pure
+# color", "lattice", "color block", "floral") and the words people type ("plain", "checked", "flowers"). The
+# caption check of a negative ("no plain") matches any of them; stems cover plurals and "-ed" forms already.
+PATTERN_SYNONYMS: tuple[tuple[str, ...], ...] = (
+    ("plain", "solid", "solid colour", "pure colour", "single colour", "monochrome"),
+    ("plaid", "lattice", "checked", "checkered", "check pattern", "tartan", "gingham"),
+    ("dotted", "polka-dot", "polka dot", "spotted"),
+    ("striped", "pinstriped", "pinstripe"),
+    ("colour block", "colour-block", "colorblock", "block colour"),
+    ("floral", "flower", "flowery"),
+)
+
+
+def _stems(phrase: str) -> frozenset[str]:
+    return frozenset(stem(w) for w in words(phrase) if w not in STOPWORDS)
+
+
+_SYNONYM_STEMS = tuple(tuple(_stems(name) for name in group) for group in PATTERN_SYNONYMS)
+
+
+def spellings(phrase: str) -> list[frozenset[str]]:
+    """The phrase's content stems, and the same with a pattern name in it swapped for each of its synonyms
+    ("no plain dresses" -> {plain, dress}, {solid, color, dress}, {pur, color, dress}, ...)."""
+    wanted = _stems(phrase)
     if not wanted:
+        return []
+    found = [wanted]
+    for group in _SYNONYM_STEMS:
+        for name in group:
+            if name and name <= wanted:
+                found += [(wanted - name) | other for other in group if other != name]
+    return list(dict.fromkeys(found))
+
+
+def mentions(caption: str, phrase: str) -> bool:
+    """True when every content word of ``phrase``, or of a spelling of it with a pattern synonym, occurs in
+    ``caption`` (by stem; hyphenated words count by their parts too, so "polka-dot" mentions "dots")."""
+    alternatives = spellings(phrase)
+    if not alternatives:
         return False
     present = set()
     for word in words(caption):
         present.add(stem(word))
         present.update(stem(part) for part in word.split("-") if part)
-    return wanted <= present
+    return any(wanted <= present for wanted in alternatives)
 
 
 def _match_case(original: str, word: str) -> str:
@@ -194,4 +228,14 @@ def append_modifier(caption: str, modifier: str) -> str:
     return f"{caption.rstrip()} {modifier.strip()}".strip()
 
 
-__all__ = ["STOPWORDS", "CaptionEdit", "CaptionEditor", "append_modifier", "mentions", "stem", "words"]
+__all__ = [
+    "PATTERN_SYNONYMS",
+    "STOPWORDS",
+    "CaptionEdit",
+    "CaptionEditor",
+    "append_modifier",
+    "mentions",
+    "spellings",
+    "stem",
+    "words",
+]

@@ -51,8 +51,8 @@ class ComposeWeights:
     delta             delta method: q = image + delta*(t(composed) - t(reference))
     negative_subtract q -= negative_subtract * sum_k t(negative_k) before searching (0: off)
     negative_penalty  on the candidate pool: s -= negative_penalty * sum_k excess_k (0: off)
-    caption_mentions  on the candidate pool: an item whose caption mentions an excluded term (by word stem)
-                      ranks after every item that does not
+    caption_mentions  on the candidate pool: an item whose caption mentions an excluded term (by word stem,
+                      or a pattern synonym: "plain" finds "pure colour") ranks after every item that does not
     pool              candidates fetched before re-scoring negatives
     rocchio_query, rocchio_liked, rocchio_unliked
                       q' = a*q + b*mean(liked) - c*mean(unliked)
@@ -246,7 +246,8 @@ def score_without(
 ) -> np.ndarray:
     """The pool's scores for "... without <negatives>": the embedding penalty (``penalize_negatives``) and,
     with ``weights.caption_mentions``, a candidate whose caption mentions a negative (by word stem:
-    "stripes" finds "striped", "dots" finds "polka-dot") sinks below all that do not. The caption is the
+    "stripes" finds "striped", "dots" finds "polka-dot"; or by a pattern synonym: "plain" finds "pure
+    colour", "checked" finds "lattice") sinks below all that do not. The caption is the
     stronger signal where the model cannot see the attribute (patterns, on the demo model); the embedding
     catches what captions leave unsaid."""
     scores = penalize_negatives(candidate_vectors, scores, negative_vecs, weights)

@@ -89,6 +89,16 @@ class Query:
     def respond(self, query: dict, hits: list[Hit], extra: dict | None = None) -> SearchResponse:
         return SearchResponse(query, hits, round(time.perf_counter() - self.started, 4), extra or {})
 
+    def _check_text_search(self) -> None:
+        """The checks every query with a typed text shares: the text, top_k, what it searches, the rerank."""
+        self.started = time.perf_counter()
+        self.text = clean_text(self.text)
+        self.top_k, self.against, self.rerank = (
+            check_top_k(self.top_k),
+            check_against(self.against),
+            check_rerank(self.rerank),
+        )
+
 
 @dataclass
 class TextQuery(Query):
@@ -103,13 +113,7 @@ class TextQuery(Query):
     weights: ComposeWeights = field(default_factory=lambda: DEFAULT_WEIGHTS)
 
     def __post_init__(self) -> None:
-        self.started = time.perf_counter()
-        self.text = clean_text(self.text)
-        self.top_k, self.against, self.rerank = (
-            check_top_k(self.top_k),
-            check_against(self.against),
-            check_rerank(self.rerank),
-        )
+        self._check_text_search()
         self.minus = clean_list(self.minus, "negative texts", MAX_NEGATIVES)
 
     def texts(self) -> list[str]:
@@ -171,13 +175,7 @@ class HybridQuery(Query):
     rerank: int = 0
 
     def __post_init__(self) -> None:
-        self.started = time.perf_counter()
-        self.text = clean_text(self.text)
-        self.top_k, self.against, self.rerank = (
-            check_top_k(self.top_k),
-            check_against(self.against),
-            check_rerank(self.rerank),
-        )
+        self._check_text_search()
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, int | float) or not 0.0 <= self.alpha <= 1.0:
             raise QueryError(f"alpha must be between 0 and 1, got {self.alpha!r}")
         if self.fusion not in ("weighted", "rrf"):

@@ -1,7 +1,7 @@
 """Which dtype a model runs in, chosen per device and checked on the user's own model.
 
 ``auto``: on CUDA bf16 (fp16 where bf16 is missing). On a CPU with native bf16 matrix units (AMX tiles, or
-AVX512-BF16 dot products), bf16 runs BLIP 1.7-3x faster than fp32 (benchmarks/results/precision_cpu.json);
+AVX512-BF16 dot products), bf16 runs BLIP 1.7-3x faster than fp32 (benchmarks/results/embed_throughput_cpu.json);
 there ``auto`` encodes a fixed probe (generated garment images and captions) in fp32 and in bf16 and keeps
 bf16 only if every probe vector keeps a cosine of at least ``PARITY_COSINE`` to its fp32 twin and the
 probe rankings agree; otherwise fp32, with the reason logged. Elsewhere (AVX2-only CPUs, where bf16 is

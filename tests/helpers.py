@@ -122,3 +122,18 @@ class ServedIndex:
     def close(self) -> None:
         self.process.terminate()
         self.output = self.process.communicate(timeout=20)[0]
+
+
+def embed_config(catalog, base, out, **kw):
+    """An in-process, CPU ``EmbedConfig`` for a tiny model, small batches and shards unless ``kw`` says otherwise."""
+    from fashion_retrieval.config import EmbedConfig, ModelConfig
+
+    return EmbedConfig(
+        catalog=str(catalog),
+        model=ModelConfig(str(base), device="cpu"),
+        out=str(out),
+        batch_size=kw.pop("batch_size", 4),
+        workers=kw.pop("workers", 0),
+        shard_size=kw.pop("shard_size", 8),
+        **kw,
+    )

@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 
 from fashion_retrieval import FashionEmbeddingModel, create_dataset_embeddings, load_embeddings
-from fashion_retrieval.config import EmbedConfig, ModelConfig, auto_batch_sizes
+from fashion_retrieval.config import auto_batch_sizes
 from fashion_retrieval.data.synthetic import make_catalog
 from fashion_retrieval.errors import FashionRetrievalError, ImageError
 from fashion_retrieval.pipeline.embed import embed_catalog
+from tests.helpers import embed_config
 from tests.pipeline.conftest import BAD, ODD
 
 
@@ -28,16 +29,7 @@ def encoder(tiny_base):
     return FashionEmbeddingModel(None, tiny_base, device="cpu")
 
 
-def _config(catalog, base, out, **kw):
-    return EmbedConfig(
-        catalog=str(catalog),
-        model=ModelConfig(str(base), device="cpu"),
-        out=str(out),
-        batch_size=kw.pop("batch_size", 4),
-        workers=kw.pop("workers", 0),
-        shard_size=kw.pop("shard_size", 8),
-        **kw,
-    )
+_config = embed_config
 
 
 def test_outputs_aligned_and_failures_listed(messy_catalog, tiny_base, encoder, tmp_path):

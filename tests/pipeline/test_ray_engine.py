@@ -22,6 +22,7 @@ from fashion_retrieval.config import EmbedConfig, ModelConfig
 from fashion_retrieval.data.synthetic import make_catalog
 from fashion_retrieval.errors import FashionRetrievalError, ImageError
 from fashion_retrieval.pipeline.embed import embed_catalog
+from tests.helpers import embed_config
 from tests.pipeline.conftest import BAD
 
 ray = pytest.importorskip("ray", reason='the Ray engine needs pip install "fashion-retrieval[ray]"')
@@ -34,16 +35,7 @@ BIG = 120
 
 
 def _config(catalog, base, out, **kw) -> EmbedConfig:
-    return EmbedConfig(
-        catalog=str(catalog),
-        model=ModelConfig(str(base), device="cpu"),
-        out=str(out),
-        batch_size=kw.pop("batch_size", 4),
-        text_batch_size=kw.pop("text_batch_size", 8),
-        workers=0,
-        shard_size=kw.pop("shard_size", 8),
-        **kw,
-    )
+    return embed_config(catalog, base, out, text_batch_size=kw.pop("text_batch_size", 8), **kw)
 
 
 def _same_folder(a: Path, b: Path) -> None:

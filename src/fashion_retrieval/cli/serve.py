@@ -118,7 +118,7 @@ def run_server(config) -> None:
 
     import uvicorn
 
-    from fashion_retrieval.serve.app import create_app, open_config_searcher
+    from fashion_retrieval.serve.app import create_app
     from fashion_retrieval.serve.config import CONFIG_ENV
 
     if config.log_level not in ("debug", "info", "warning", "error"):
@@ -135,7 +135,7 @@ def run_server(config) -> None:
     if config.workers == 1:
         from fashion_retrieval.serve.engine import in_fresh_thread
 
-        searcher = in_fresh_thread(open_config_searcher, config).result()  # torch stays off this thread
+        searcher = in_fresh_thread(config.open_searcher).result()  # torch stays off this thread
         typer.echo(f"serving {searcher.store.count()} items from {searcher.store.description}")
         typer.echo(f"open http://{config.host}:{config.port}/  (API docs: http://{config.host}:{config.port}/docs)")
         try:

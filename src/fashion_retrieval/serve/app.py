@@ -57,27 +57,6 @@ SHOWN_VALUES = 10
 TEXT_FIELD, ID_FIELD = blank_checked(1000), blank_checked(1024)
 
 
-def open_config_searcher(config: ServeConfig):
-    """The searcher a ServeConfig names."""
-    from fashion_retrieval.search.searcher import open_searcher
-
-    return open_searcher(
-        db=config.db,
-        uri=config.uri,
-        token=config.token,
-        collection=config.collection,
-        embeddings=config.embeddings,
-        use_faiss=config.use_faiss,
-        ef=config.ef,
-        nprobe=config.nprobe,
-        base=config.base,
-        checkpoint=config.checkpoint,
-        lora_alpha=config.lora_alpha,
-        device=config.device,
-        dtype=config.dtype,
-    )
-
-
 def _short(values, limit: int = SHOWN_VALUES) -> str:
     """A bounded rendering of user-given values for error messages (never echo a large input back)."""
     shown = [str(v)[:40] for v in list(values)[:limit]]
@@ -175,7 +154,7 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         owned = searcher is None
-        opened = searcher or await asyncio.wrap_future(in_fresh_thread(open_config_searcher, config))
+        opened = searcher or await asyncio.wrap_future(in_fresh_thread(config.open_searcher))
         settings = EngineSettings.for_device(
             opened.encoder.device.type,
             max_batch=config.max_batch,
@@ -399,4 +378,4 @@ def app_from_environment() -> FastAPI:
     return create_app(config)
 
 
-__all__ = ["app_from_environment", "create_app", "open_config_searcher"]
+__all__ = ["app_from_environment", "create_app"]

@@ -43,6 +43,26 @@ class ServeConfig:
     metrics: bool = True
     log_level: str = "info"
 
+    def open_searcher(self):
+        """The searcher this config names (store and query model)."""
+        from fashion_retrieval.search.searcher import open_searcher
+
+        return open_searcher(
+            db=self.db,
+            uri=self.uri,
+            token=self.token,
+            collection=self.collection,
+            embeddings=self.embeddings,
+            use_faiss=self.use_faiss,
+            ef=self.ef,
+            nprobe=self.nprobe,
+            base=self.base,
+            checkpoint=self.checkpoint,
+            lora_alpha=self.lora_alpha,
+            device=self.device,
+            dtype=self.dtype,
+        )
+
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError("--workers must be at least 1")

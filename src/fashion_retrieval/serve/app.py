@@ -195,10 +195,12 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
     )
     app.add_middleware(AccessLogMiddleware, metrics=metrics)
 
-    def service(request: Request) -> Service:
+    # Dependencies are async: FastAPI runs a plain ``def`` dependency in its thread pool, two thread hand-offs
+    # per request for work that takes microseconds (measured: ~0.4 ms of a lone text search's latency).
+    async def service(request: Request) -> Service:
         return request.app.state.service
 
-    def require_key(request: Request) -> None:
+    async def require_key(request: Request) -> None:
         if config.api_key and not secrets.compare_digest(request.headers.get("X-API-Key", ""), config.api_key):
             raise HTTPException(401, "missing or wrong X-API-Key header")
 
@@ -252,7 +254,7 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
 
         return Depends(check)
 
-    def form_filters(filters: str | None = Form(None, max_length=64 * 1024)) -> dict:
+    async def form_filters(filters: str | None = Form(None, max_length=64 * 1024)) -> dict:
         try:
             return parse_form_filters(filters)
         except ValueError as exc:

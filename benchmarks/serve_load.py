@@ -245,10 +245,14 @@ def _load(url: str, kind: str, clients: int, seconds: float) -> dict:
 
     def engine_counts() -> dict:
         connection = connect()
-        connection.request("GET", "/api/health")
-        counts = json.loads(connection.getresponse().read()).get("engine", {})
-        connection.close()
-        return counts
+        try:
+            connection.request("GET", "/api/health")
+            return json.loads(connection.getresponse().read()).get("engine", {})
+        except (OSError, http.client.HTTPException, ValueError) as exc:  # a server gone: its errors tell
+            errors.append(f"health {type(exc).__name__}")
+            return {}
+        finally:
+            connection.close()
 
     def one(n: int, deadline: float) -> None:
         connection, i = connect(), n
@@ -301,7 +305,7 @@ def _load(url: str, kind: str, clients: int, seconds: float) -> dict:
         "p95_ms": round(float(np.percentile(ms, 95)), 1),
         "p99_ms": round(float(np.percentile(ms, 99)), 1),
         "health_p95_ms": round(float(np.percentile(np.array(health) * 1000, 95)), 2) if health else None,
-        "mean_batch": round((after.get("queries", 0) - before.get("queries", 0)) / batches, 2) if batches else None,
+        "mean_batch": round((after.get("queries", 0) - before.get("queries", 0)) / batches, 2) if batches > 0 else None,
     }
 
 

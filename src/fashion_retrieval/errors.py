@@ -33,3 +33,7 @@ class QueryError(FashionRetrievalError):
 
 class ItemNotFoundError(QueryError):
     """A request names a catalogue item the store does not hold (the API answers 404)."""
+
+
+class UnsupportedFeatureError(QueryError):
+    """A feature the loaded model family lacks (e.g. --rerank without an image-text matching head)."""

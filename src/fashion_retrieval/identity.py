@@ -18,9 +18,16 @@ from fashion_retrieval.errors import ModelMismatchError
 COMPARED = ("base_fingerprint", "checkpoint_sha256", "lora_alpha", "embed_dim", "preprocessing")
 
 
+DEFAULT_FAMILY = "blip"
+
+
 def identity_key(record: Mapping) -> str:
-    """A short hash of what decides the vectors, from a recorded identity dict."""
-    payload = json.dumps({k: record.get(k) for k in COMPARED}, sort_keys=True, default=str)
+    """A short hash of what decides the vectors, from a recorded identity dict. The family counts too, except
+    BLIP's, so that keys recorded before there were other families stay what they were."""
+    fields = {k: record.get(k) for k in COMPARED}
+    if (record.get("family") or DEFAULT_FAMILY) != DEFAULT_FAMILY:
+        fields["family"] = record["family"]
+    payload = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -34,6 +41,7 @@ class ModelIdentity:
     lora_alpha: float | None
     embed_dim: int
     preprocessing: dict
+    family: str = DEFAULT_FAMILY
 
     @property
     def key(self) -> str:
@@ -44,7 +52,9 @@ class ModelIdentity:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> ModelIdentity:
-        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+        values = {k: data.get(k) for k in cls.__dataclass_fields__}
+        values["family"] = values["family"] or DEFAULT_FAMILY  # recorded before there were families
+        return cls(**values)
 
     def describe(self) -> str:
         return describe_identity(self.to_dict())
@@ -54,7 +64,11 @@ def describe_identity(record: Mapping) -> str:
     checkpoint = record.get("checkpoint")
     ckpt = f"{checkpoint} (sha256 {str(record.get('checkpoint_sha256'))[:12]})" if checkpoint else "none"
     alpha = record.get("lora_alpha")
-    return f"base {record.get('base')}, checkpoint {ckpt}, lora_alpha {alpha}, key {identity_key(record)}"
+    family = record.get("family") or DEFAULT_FAMILY
+    return (
+        f"{family} base {record.get('base')}, checkpoint {ckpt}, lora_alpha {alpha}, "
+        f"{record.get('embed_dim')}-d, key {identity_key(record)}"
+    )
 
 
 def ensure_same_model(expected: ModelIdentity | Mapping, actual: ModelIdentity | Mapping, what: str) -> None:
@@ -69,4 +83,4 @@ def ensure_same_model(expected: ModelIdentity | Mapping, actual: ModelIdentity |
         )
 
 
-__all__ = ["COMPARED", "ModelIdentity", "describe_identity", "ensure_same_model", "identity_key"]
+__all__ = ["COMPARED", "DEFAULT_FAMILY", "ModelIdentity", "describe_identity", "ensure_same_model", "identity_key"]

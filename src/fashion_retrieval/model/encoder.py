@@ -1,4 +1,5 @@
-"""``FashionEmbeddingModel``: the original toolkit's API over a strictly loaded, LoRA-merged BLIP."""
+"""``FashionEmbeddingModel``: the original toolkit's API over a strictly loaded model of any family (BLIP, CLIP,
+SigLIP, Chinese-CLIP, open_clip), LoRA merged."""
 
 from __future__ import annotations
 
@@ -9,15 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fashion_retrieval.data.images import ImageInput, ImagePreprocessor, open_image, placeholder_image
+from fashion_retrieval.data.images import ImageInput, open_image, placeholder_image
 from fashion_retrieval.errors import ImageError
-from fashion_retrieval.model.features import (
-    CheckedFastPath,
-    image_features,
-    image_features_fast,
-    text_features,
-    text_features_cls_only,
-)
+from fashion_retrieval.model.features import CheckedFastPath
 from fashion_retrieval.model.loading import LoadedModel, load_model
 from fashion_retrieval.model.packed_linear import pack_linears
 from fashion_retrieval.model.precision import Precision
@@ -32,11 +27,12 @@ def _as_matrix(vectors: np.ndarray) -> np.ndarray:
 
 
 class FashionEmbeddingModel:
-    """Embed fashion images and captions into BLIP's 256-d image-text space.
+    """Embed fashion images and captions into one image-text space (BLIP's 256-d by default; the model decides).
 
     ``model_path`` is the fine-tuned checkpoint (the original ``best_model.pth``, a PEFT adapter,
     a state dict ...) or None when ``processor_path`` already holds the fine-tuned weights;
-    ``processor_path`` is the base BLIP folder (model config, image processor, tokenizer).
+    ``processor_path`` is the base folder (model config, image processor, tokenizer): BLIP, CLIP, SigLIP,
+    Chinese-CLIP in Hugging Face format, or an open_clip checkpoint; the family is read from the folder.
     ``dtype="auto"`` runs bf16 on CPUs with native bf16 units when a parity probe on this model keeps its
     rankings, else fp32 (see ``model/precision.py``). ``fast_cpu`` (on an x86 CPU) runs the Linear layers
     through prepacked oneDNN kernels: the same vectors within rounding, faster; False keeps PyTorch's path.
@@ -63,16 +59,18 @@ class FashionEmbeddingModel:
 
     def _init_from(self, loaded: LoadedModel, fast_cpu: bool) -> None:
         self.loaded = loaded
+        self.family = loaded.family
         self.model = loaded.model
-        self.processor = loaded.processor
-        self.tokenizer = loaded.processor.tokenizer
+        self.processor = loaded.processor  # transformers' processor (None for open_clip checkpoints)
+        self.text_tokenizer = loaded.text_tokenizer
         self.device = loaded.device
         self.identity = loaded.identity
-        self.preprocess = ImagePreprocessor.from_processor(loaded.processor)
+        self.preprocess = loaded.preprocess
         self._normalize: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.max_text_length = int(loaded.identity.preprocessing["max_text_length"])
-        self._text_features = CheckedFastPath(text_features_cls_only, text_features)
-        self._image_features = CheckedFastPath(image_features_fast, image_features)
+        self.max_text_length = self.text_tokenizer.max_length
+        family = loaded.family
+        self._text_features = CheckedFastPath(family.fast_text_features(), family.text_features)
+        self._image_features = CheckedFastPath(family.fast_image_features(), family.image_features)
         # On CPU: Linear layers through prepacked oneDNN kernels (fp32: up to 2x MKL's speed on AMD CPUs).
         self.packed_layers = pack_linears(self.model) if fast_cpu and self.device.type == "cpu" else 0
         if self.packed_layers:
@@ -81,6 +79,11 @@ class FashionEmbeddingModel:
     @property
     def embed_dim(self) -> int:
         return self.identity.embed_dim
+
+    @property
+    def has_itm(self) -> bool:
+        """Whether the model has an image-text matching head (BLIP), which ``itm_scores`` and reranking need."""
+        return self.family.has_itm
 
     @property
     def dtype(self) -> torch.dtype:
@@ -123,9 +126,12 @@ class FashionEmbeddingModel:
         return feats.cpu().numpy()
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_text_length, return_tensors="pt"
-        )
+        return self.text_tokenizer(texts)
+
+    def itm_scores(self, text: str, images: Sequence[ImageInput]) -> np.ndarray:
+        """Probability that each image matches ``text`` by the model's image-text matching head (BLIP's); a
+        family without one raises ``UnsupportedFeatureError`` naming it."""
+        return self.family.itm_scores(self, text, images)
 
     # -- the original toolkit's API -----------------------------------------------------------
     def encode_image(self, image: ImageInput) -> np.ndarray:
@@ -164,10 +170,7 @@ class FashionEmbeddingModel:
         out = np.zeros((len(texts), self.embed_dim), dtype=np.float32)
         if not texts:
             return out
-        lengths = [
-            len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_text_length)["input_ids"]
-        ]
-        order = np.argsort(lengths, kind="stable")
+        order = np.argsort(self.text_tokenizer.lengths(texts), kind="stable")
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
             tokens = self.tokenize([texts[i] for i in index])

@@ -1,4 +1,5 @@
-"""The two embedding functions of BLIP's image-text contrastive (ITC) space.
+"""The two embedding functions of BLIP's image-text contrastive (ITC) space, and the check that lets any
+family's fast paths replace its plain ones.
 
 Image: vision_model -> CLS -> vision_proj -> L2 normalise.
 Text:  text_encoder (no image cross-attention) -> CLS -> text_proj -> L2 normalise.
@@ -87,11 +88,12 @@ def image_features_fast(model: BlipForImageTextRetrieval, pixel_values: torch.Te
 
 class CheckedFastPath:
     """Uses ``fast`` once it has reproduced ``plain`` on this model (checked on the first call), else ``plain``:
-    the fast paths call BLIP's submodules directly, and another transformers release may arrange them otherwise."""
+    the fast paths call a model's submodules directly, and another transformers release may arrange them
+    otherwise. ``fast=None`` (a family without one) always runs ``plain``."""
 
     def __init__(self, fast, plain) -> None:
         self.fast, self.plain = fast, plain
-        self.verified: bool | None = None
+        self.verified: bool | None = None if fast is not None else False
 
     def __call__(self, model, *inputs: torch.Tensor) -> torch.Tensor:
         if self.verified is None:
@@ -99,7 +101,7 @@ class CheckedFastPath:
             try:
                 got, want = self.fast(model, *inputs), self.plain(model, *inputs)
                 # In fp16/bf16 the two paths differ by rounding, not by logic.
-                tolerance = 1e-4 if model.dtype == torch.float32 else 2e-2
+                tolerance = 1e-4 if next(model.parameters()).dtype == torch.float32 else 2e-2
                 difference = float((got - want).detach().abs().max())
                 self.verified = difference <= tolerance
                 if self.verified:

@@ -15,16 +15,44 @@ def _group(name: str) -> str:
     return f"{parts[0]}.*.{parts[-1]}" if len(parts) > 2 else name
 
 
+def inspect_base(path: str | Path) -> dict:
+    """What a base model folder is: its family (from the folder's own config), vector size, preprocessing."""
+    from fashion_retrieval.model.loading import describe_model
+
+    description = describe_model(path)
+    identity = description.identity
+    return {
+        "path": str(path),
+        "format": "base folder",
+        "family": identity.family,
+        "embed_dim": identity.embed_dim,
+        "preprocessing": identity.preprocessing,
+        "has_itm": description.family.has_itm,
+        "identity": identity.to_dict(),
+    }
+
+
+def _is_open_clip_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "open_clip_config.json").is_file() and not (path / "config.json").is_file()
+
+
 def inspect_checkpoint(path: str | Path, *, base: str | None = None, lora_alpha: float = 32.0) -> dict:
+    """What a checkpoint holds; for a model folder also its family (an open_clip folder is described only)."""
+    if base is None and _is_open_clip_folder(Path(path)):
+        return inspect_base(path)
     ckpt = read_checkpoint(path, lora_alpha=lora_alpha)
     report = ckpt.summary()
     report["adapted_module_groups"] = dict(sorted(Counter(_group(m) for m in ckpt.lora).items()))
     report["overridden_groups"] = dict(sorted(Counter(k.split(".")[0] for k in ckpt.weights).items()))
     if ckpt.format == "original-lora":
         report["note"] = "alpha is not stored in this format; the value shown is --lora-alpha (default 32)"
+    if ckpt.format == "hf-folder" and base is None:
+        report["family"] = inspect_base(path)["family"]
     if base is not None:
+        from fashion_retrieval.model.families import detect_family
         from fashion_retrieval.model.loading import load_model
 
+        report["family"] = detect_family(base).name
         try:
             loaded = load_model(base, path, lora_alpha=lora_alpha, device="cpu")
             report["loads"] = True
@@ -36,6 +64,15 @@ def inspect_checkpoint(path: str | Path, *, base: str | None = None, lora_alpha:
 
 
 def render_inspection(report: dict) -> str:
+    if report["format"] == "base folder":
+        return "\n".join(
+            [
+                f"base:       {report['path']}",
+                f"family:     {report['family']} ({report['embed_dim']}-d vectors"
+                + (", image-text matching head)" if report["has_itm"] else ")"),
+                f"preprocessing: {report['preprocessing']}",
+            ]
+        )
     lines = [
         f"checkpoint: {report['path']}",
         f"format:     {report['format']}"
@@ -54,6 +91,8 @@ def render_inspection(report: dict) -> str:
     lines += [f"  {group}: {count}" for group, count in report["overridden_groups"].items()]
     if "note" in report:
         lines.append(f"note: {report['note']}")
+    if "family" in report:
+        lines.append(f"family:     {report['family']}")
     if "loads" in report:
         lines.append("loads onto base: yes" if report["loads"] else f"loads onto base: NO\n  {report['load_error']}")
     return "\n".join(lines)

@@ -1,30 +1,39 @@
-"""Load a BLIP retrieval model: base folder (or hub id) + optional checkpoint, LoRA merged, strict."""
+"""Load a model of any family: base folder (or hub id) + optional checkpoint, LoRA merged, strict, checked."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
-from transformers import BlipForImageTextRetrieval, BlipProcessor
+from PIL import Image
 from transformers.utils import logging as hf_logging
 
+from fashion_retrieval.data.images import ImagePreprocessor
 from fashion_retrieval.errors import CheckpointError
 from fashion_retrieval.files import sha256_of
 from fashion_retrieval.identity import ModelIdentity
 from fashion_retrieval.model.checkpoint import Checkpoint, read_checkpoint
+from fashion_retrieval.model.families import Family, FamilyProcessor, TextTokenizer, detect_family
+from fashion_retrieval.model.families.base import text_limit
 from fashion_retrieval.model.precision import Precision, choose_precision
 
 log = logging.getLogger(__name__)
 
 MAX_LISTED = 5
+PREPROCESS_TOLERANCE = 1e-3  # normalised pixel values; a misread option (crop, size, filter) differs by ~0.1-2
 
 
 @dataclass
 class LoadedModel:
-    model: BlipForImageTextRetrieval
-    processor: BlipProcessor
+    model: torch.nn.Module
+    family: Family
+    processors: FamilyProcessor
     identity: ModelIdentity
     checkpoint: Checkpoint | None
     device: torch.device
@@ -33,6 +42,28 @@ class LoadedModel:
     @property
     def dtype(self) -> torch.dtype:
         return self.precision.dtype
+
+    @property
+    def processor(self) -> Any:
+        """The transformers processor (None for open_clip checkpoints)."""
+        return self.processors.hf_processor
+
+    @property
+    def text_tokenizer(self) -> TextTokenizer:
+        return self.processors.tokenizer
+
+    @property
+    def preprocess(self) -> ImagePreprocessor:
+        return self.processors.preprocess
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What a driver needs to know of a model its workers load: identity, tokenizer, image preprocessing."""
+
+    identity: ModelIdentity
+    family: Family
+    processors: FamilyProcessor
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -82,7 +113,7 @@ def apply_checkpoint(model: torch.nn.Module, ckpt: Checkpoint) -> set[str]:
         problems.append(f"LoRA on modules the model lacks or of the wrong shape: {_listing(sorted(lora_bad))}")
     if problems:
         raise CheckpointError(
-            f"{ckpt.path} ({ckpt.format}) does not fit this BLIP architecture; nothing was loaded. "
+            f"{ckpt.path} ({ckpt.format}) does not fit this model's architecture; nothing was loaded. "
             + "; ".join(problems)
             + ". Check that --base is the model the checkpoint was trained from."
         )
@@ -99,40 +130,32 @@ def _base_fingerprint(base: str) -> str:
     folder = Path(base)
     if not folder.is_dir():
         return base  # a hub id: the id (and its revision) is the identity
-    names = sorted(p.name for p in folder.iterdir() if p.suffix in {".json", ".safetensors", ".bin", ".txt"})
+    # .model: SigLIP's SentencePiece tokenizer; .pth/.pt: open_clip weights (BLIP folders have none: keys unchanged)
+    suffixes = {".json", ".safetensors", ".bin", ".txt", ".model", ".pth", ".pt"}
+    names = sorted(p.name for p in folder.iterdir() if p.suffix in suffixes)
     parts = [part for name in names if name != "adapter_config.json" for part in (name.encode(), folder / name)]
     return sha256_of(*parts)
 
 
-def _preprocessing(processor: BlipProcessor, max_text_length: int) -> dict:
-    ip = processor.image_processor
-    return {
-        "size": dict(ip.size),
-        "resample": int(ip.resample),
-        "rescale_factor": float(ip.rescale_factor),
-        "image_mean": [float(x) for x in ip.image_mean],
-        "image_std": [float(x) for x in ip.image_std],
-        "max_text_length": max_text_length,
-    }
-
-
-def max_text_length(processor: BlipProcessor, model_or_config) -> int:
-    limit = processor.tokenizer.model_max_length
+def max_text_length(processor: Any, model_or_config: Any) -> int:
+    """A BLIP processor's caption limit (kept for callers of the BLIP-only API)."""
     config = getattr(model_or_config, "config", model_or_config)
-    positions = config.text_config.max_position_embeddings
-    return int(min(limit, positions)) if limit and limit < 10**6 else int(positions)
+    return text_limit(processor.tokenizer, config.text_config.max_position_embeddings)
 
 
 def _checked_base(base: str | Path) -> str:
     base = str(base)
     if Path(base).expanduser().exists():
         base = str(Path(base).expanduser())
-        if not (Path(base) / "config.json").is_file():
-            raise CheckpointError(f"base {base} has no config.json: point --base at a Hugging Face BLIP folder")
+        if not any((Path(base) / name).is_file() for name in ("config.json", "open_clip_config.json")):
+            raise CheckpointError(
+                f"base {base} has no config.json or open_clip_config.json: point --base at a model folder "
+                "(BLIP, CLIP, SigLIP, Chinese-CLIP in Hugging Face format, or an open_clip checkpoint)"
+            )
     return base
 
 
-def _identity(base: str, ckpt: Checkpoint | None, config, processor: BlipProcessor) -> ModelIdentity:
+def _identity(base: str, family: Family, ckpt: Checkpoint | None, config: Any, processors: FamilyProcessor):
     return ModelIdentity(
         base=base,
         base_fingerprint=_base_fingerprint(base),
@@ -140,32 +163,76 @@ def _identity(base: str, ckpt: Checkpoint | None, config, processor: BlipProcess
         checkpoint_sha256=ckpt.sha256 if ckpt else None,
         checkpoint_format=ckpt.format if ckpt else None,
         lora_alpha=ckpt.lora_alpha if ckpt and ckpt.lora else None,
-        embed_dim=int(config.image_text_hidden_size),
-        preprocessing=_preprocessing(processor, max_text_length(processor, config)),
+        embed_dim=family.embed_dim(config),
+        preprocessing=processors.preprocessing_record(),
+        family=family.name,
     )
 
 
-def _processor(base: str) -> BlipProcessor:
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' loading bars and its missing-keys warning say nothing our own checks do not say better."""
+    hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
-        return BlipProcessor.from_pretrained(base)
-    except OSError as exc:
-        raise CheckpointError(f"cannot load the processor of base {base}: {str(exc).splitlines()[0]}") from exc
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
-def describe_model(base: str | Path, checkpoint: str | Path | None = None, *, lora_alpha: float = 32.0):
-    """The identity ``load_model`` would record, without building the model (for a driver whose workers load it).
-
-    Returns (identity, processor). Whether the checkpoint fits is checked where the model is loaded."""
-    from transformers import BlipConfig
-
-    base = _checked_base(base)
-    ckpt = read_checkpoint(checkpoint, lora_alpha=lora_alpha) if checkpoint is not None else None
+def _read_base(base: str) -> tuple[Family, Any, FamilyProcessor]:
+    family = detect_family(base)
     try:
-        config = BlipConfig.from_pretrained(base)
+        with quiet_transformers():
+            config = family.read_config(base)
+            return family, config, family.load_processor(base, config)
     except OSError as exc:
         raise CheckpointError(f"cannot load base {base}: {str(exc).splitlines()[0]}") from exc
-    processor = _processor(base)
-    return _identity(base, ckpt, config, processor), processor
+
+
+def describe_model(
+    base: str | Path, checkpoint: str | Path | None = None, *, lora_alpha: float = 32.0
+) -> ModelDescription:
+    """The identity ``load_model`` would record, with the tokenizer and image preprocessing, without building
+    the model (for a driver whose workers load it). Whether the checkpoint fits is checked where it is loaded."""
+    base = _checked_base(base)
+    ckpt = read_checkpoint(checkpoint, lora_alpha=lora_alpha) if checkpoint is not None else None
+    family, config, processors = _read_base(base)
+    return ModelDescription(_identity(base, family, ckpt, config, processors), family, processors)
+
+
+def _probe_image() -> Image.Image:
+    """A small non-square image with structure, so that size, crop offset and filter all show."""
+    y, x = np.mgrid[0:53, 0:37]
+    pixels = np.stack([(x * 7) % 256, (y * 5) % 256, ((x + y) * 11) % 256], axis=-1).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+def check_preprocessing(family: Family, model: torch.nn.Module, processors: FamilyProcessor, base: str) -> None:
+    """Our preprocessing (PIL + numpy, run in the decoding workers) must equal the family's own processor's."""
+    image = _probe_image()
+    ours = processors.preprocess(image)
+    theirs = np.asarray(family.reference_preprocess(model, processors)(image), dtype=np.float32)
+    difference = float(np.abs(ours - theirs).max()) if ours.shape == theirs.shape else float("inf")
+    if difference > PREPROCESS_TOLERANCE:
+        raise CheckpointError(
+            f"base {base}: its {family.label} image preprocessing is not one this project reproduces (ours "
+            f"{ours.shape} vs the processor's {theirs.shape}, max difference {difference:.3g}); "
+            f"preprocessing read: {processors.preprocess.describe()}"
+        )
+    log.debug("%s preprocessing matches its processor (max difference %.1e)", family.label, difference)
+
+
+def _refuse_random(base: str, still_random: list[str], ckpt: Checkpoint | None) -> None:
+    groups = sorted({k.split(".")[0] for k in still_random})
+    raise CheckpointError(
+        f"base {base} has no trained weights for {len(still_random)} tensors ({', '.join(groups)}: "
+        f"{_listing(still_random)})"
+        + (f" and {ckpt.path} does not provide them" if ckpt else "")
+        + ". A captioning base needs the fine-tuned best_model.pth that holds the retrieval heads, "
+        "or use a retrieval base such as Salesforce/blip-itm-base-coco."
+    )
 
 
 def load_model(
@@ -176,36 +243,23 @@ def load_model(
     device: str | torch.device | None = "auto",
     dtype: str | torch.dtype | None = "auto",
 ) -> LoadedModel:
-    """Load ``base`` (HF folder or hub id) with its processor, apply ``checkpoint``, merge LoRA, move, eval.
-
-    Refuses to return a model with any weight still at random initialisation.
-    """
+    """Load ``base`` (a folder of any family, or a hub id) with its processor, apply ``checkpoint``, merge LoRA,
+    move, eval. Refuses a model with any weight still at random initialisation, or whose image preprocessing
+    would not be reproduced exactly."""
     base = _checked_base(base)
     ckpt = read_checkpoint(checkpoint, lora_alpha=lora_alpha) if checkpoint is not None else None
-    hf_logging.disable_progress_bar()
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the missing-keys warning is replaced by the check below
+    family, config, processors = _read_base(base)
     try:
-        model, info = BlipForImageTextRetrieval.from_pretrained(base, output_loading_info=True, dtype=torch.float32)
+        with quiet_transformers():
+            model, random_init = family.load_model(base)
     except OSError as exc:
         raise CheckpointError(f"cannot load base {base}: {str(exc).splitlines()[0]}") from exc
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    processor = _processor(base)
-    random_init = set(info.get("missing_keys", ())) | set(info.get("mismatched_keys", ()))
+    check_preprocessing(family, model, processors, base)
     covered = apply_checkpoint(model, ckpt) if ckpt else set()
     still_random = sorted(random_init - covered)
     if still_random:
-        groups = sorted({k.split(".")[0] for k in still_random})
-        raise CheckpointError(
-            f"base {base} has no trained weights for {len(still_random)} tensors ({', '.join(groups)}: "
-            f"{_listing(still_random)})"
-            + (f" and {ckpt.path} does not provide them" if ckpt else "")
-            + ". A captioning base needs the fine-tuned best_model.pth that holds the retrieval heads, "
-            "or use a retrieval base such as Salesforce/blip-itm-base-coco."
-        )
-    torch_device = resolve_device(device)
-    identity = _identity(base, ckpt, model.config, processor)
+        _refuse_random(base, still_random, ckpt)
+    identity = _identity(base, family, ckpt, config, processors)
     if ckpt:
         log.info(
             "loaded %s (%s): %d tensors overridden, LoRA merged into %d layers",
@@ -214,14 +268,20 @@ def load_model(
             len(ckpt.weights),
             len(ckpt.lora),
         )
+    torch_device = resolve_device(device)
     model = model.to(torch_device).eval()
-    model, precision = choose_precision(
-        model,
-        processor,
-        torch_device,
-        dtype,
-        identity_key=identity.key,
-        max_text_length=max_text_length(processor, model),
-    )
-    log.info("model %s on %s in %s (%s)", identity.key, torch_device, precision.name, precision.reason)
-    return LoadedModel(model.eval(), processor, identity, ckpt, torch_device, precision)
+    model, precision = choose_precision(model, family, processors, torch_device, dtype, identity_key=identity.key)
+    log.info("%s model %s on %s in %s (%s)", family.label, identity.key, torch_device, precision.name, precision.reason)
+    return LoadedModel(model.eval(), family, processors, identity, ckpt, torch_device, precision)
+
+
+__all__ = [
+    "LoadedModel",
+    "ModelDescription",
+    "apply_checkpoint",
+    "describe_model",
+    "load_model",
+    "max_text_length",
+    "quiet_transformers",
+    "resolve_device",
+]

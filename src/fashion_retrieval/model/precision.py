@@ -87,31 +87,21 @@ def requested_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return NAMES[dtype]
 
 
-def probe_inputs(processor, max_text_length: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def probe_inputs(processors) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """A fixed probe: generated garment images (preprocessed as the model's processor says) and captions."""
-    from fashion_retrieval.data.images import ImagePreprocessor
     from fashion_retrieval.data.synthetic import render_item, sample_items
 
     items = sample_items(PROBE_ITEMS, seed=12345)
-    preprocess = ImagePreprocessor.from_processor(processor)
-    size = max(preprocess.height, preprocess.width)
+    preprocess = processors.preprocess
+    size = max(preprocess.height, preprocess.width, preprocess.shortest_edge or 0)
     pixels = torch.from_numpy(np.stack([preprocess(render_item(item, size, i)) for i, item in enumerate(items)]))
-    tokens = processor.tokenizer(
-        [item.caption for item in items],
-        padding=True,
-        truncation=True,
-        max_length=max_text_length,
-        return_tensors="pt",
-    )
-    return pixels, {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+    return pixels, processors.tokenizer([item.caption for item in items])
 
 
 @torch.inference_mode()
-def _probe_vectors(model, pixels, tokens, dtype) -> tuple[np.ndarray, np.ndarray]:
-    from fashion_retrieval.model.features import image_features, text_features
-
-    image = image_features(model, pixels.to(dtype)).numpy()
-    text = text_features(model, tokens["input_ids"], tokens["attention_mask"]).numpy()
+def _probe_vectors(family, model, pixels, tokens, dtype) -> tuple[np.ndarray, np.ndarray]:
+    image = family.image_features(model, pixels.to(dtype)).numpy()
+    text = family.text_features(model, tokens["input_ids"], tokens["attention_mask"]).numpy()
     return image, text
 
 
@@ -125,10 +115,10 @@ def _discordant(reference: np.ndarray, candidate: np.ndarray) -> int:
     return count
 
 
-def parity(model_fp32, model_low, pixels, tokens, dtype) -> dict:
+def parity(family, model_fp32, model_low, pixels, tokens, dtype) -> dict:
     """Cosines of each probe vector to its fp32 twin, and how many probe ranking pairs disagree."""
-    image32, text32 = _probe_vectors(model_fp32, pixels, tokens, torch.float32)
-    image_lo, text_lo = _probe_vectors(model_low, pixels, tokens, dtype)
+    image32, text32 = _probe_vectors(family, model_fp32, pixels, tokens, torch.float32)
+    image_lo, text_lo = _probe_vectors(family, model_low, pixels, tokens, dtype)
     cosines = np.concatenate([np.sum(image32 * image_lo, axis=1), np.sum(text32 * text_lo, axis=1)])
     disagree = _discordant(text32 @ image32.T, text_lo @ image_lo.T) + _discordant(
         image32 @ text32.T, image_lo @ text_lo.T
@@ -167,12 +157,12 @@ def _remember(key: str, record: dict) -> None:
 
 def choose_precision(
     model,
-    processor,
+    family,
+    processors,
     device: torch.device,
     requested: str | torch.dtype | None,
     *,
     identity_key: str,
-    max_text_length: int,
 ) -> tuple[torch.nn.Module, Precision]:
     """The model in the dtype to run it in (converted in place, or a converted copy), and why."""
     fixed = requested_dtype(requested)
@@ -190,9 +180,9 @@ def choose_precision(
     key = _cache_key(identity_key, units)
     record = _cached(key)
     if record is None:
-        pixels, tokens = probe_inputs(processor, max_text_length)
+        pixels, tokens = probe_inputs(processors)
         low = copy.deepcopy(model).to(torch.bfloat16)
-        figures = parity(model, low, pixels, tokens, torch.bfloat16)
+        figures = parity(family, model, low, pixels, tokens, torch.bfloat16)
         ok = figures["min_cosine"] >= PARITY_COSINE and figures["discordant_pairs"] == 0
         record = {"bf16": ok, "parity": {**figures, "passed": ok}}
         _remember(key, record)

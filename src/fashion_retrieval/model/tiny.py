@@ -106,6 +106,9 @@ def build_tiny_blip(
     config = tiny_blip_config(len(tokenizer), image_size=image_size, token_ids=token_ids, **config_overrides)
     torch.manual_seed(seed)
     model = BlipForImageTextRetrieval(config).eval()
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    from fashion_retrieval.model.loading import quiet_transformers
+
+    with quiet_transformers():  # no "Writing model shards" bar for a model of a few hundred KB
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
     return folder

@@ -81,7 +81,13 @@ def query_matrix(store: VectorStore, queries: np.ndarray, vector_field: VectorFi
 
     if not store.has_field(vector_field):
         raise StoreError(f"{store.description} has no {vector_field} embeddings")
-    return np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    matrix = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    if matrix.ndim != 2 or matrix.shape[1] != store.dim:
+        raise StoreError(
+            f"query vectors of shape {matrix.shape}: {store.description} holds {store.dim}-d vectors "
+            "(vectors of another model? query with the model the store was built with)"
+        )
+    return matrix
 
 
 class VectorStore(Protocol):
@@ -89,6 +95,7 @@ class VectorStore(Protocol):
 
     description: str
     max_concurrency: int  # how many searches callers should run at once (the store's engine decides)
+    dim: int  # the size of its vectors (the model's)
 
     def count(self) -> int: ...
 

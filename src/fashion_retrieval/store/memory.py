@@ -54,6 +54,10 @@ class MemoryStore:
     def has_field(self, vector_field: VectorField) -> bool:
         return vector_field in self._matrix
 
+    @property
+    def dim(self) -> int:
+        return int(self._matrix["image"].shape[1])
+
     def _mask(self, filters: Filters | None) -> np.ndarray | None:
         clean = validate_filters(filters, self.attributes() + ["id"])
         if not clean:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ RESERVED = {"pk", *VECTOR_FIELDS.values()}
 LONG_TEXT = 65_535
 ATTRIBUTE_LENGTH = 4_096
 RECORD_PROPERTY = "fashion_retrieval"
+# Two vector fields in one collection (image and caption vectors) came with Milvus 2.4; 2.3 refuses the schema.
+MIN_SERVER_VERSION = (2, 4)
 
 
 @dataclass(frozen=True)
@@ -86,17 +89,50 @@ def _client(target: MilvusTarget):
         raise StoreError(f"cannot open Milvus at {target.address}: {str(exc).splitlines()[0][:200]}.{hint}") from exc
 
 
+def check_server_version(version: str | None, address: str) -> None:
+    """Refuse a Milvus server older than 2.4 in one line. A version that is not Milvus's own ("v2.4.5", "2.6.0"),
+    such as Milvus Lite's server ("milvus_lite-3.2.2") or none at all, is let through: the schema check decides."""
+    found = re.match(r"v?(\d+)\.(\d+)", version or "")
+    if found and (int(found[1]), int(found[2])) < MIN_SERVER_VERSION:
+        need = ".".join(map(str, MIN_SERVER_VERSION))
+        raise StoreError(
+            f"the Milvus server at {address} runs {version}; fashion-retrieval needs Milvus {need} or newer (its "
+            "collections hold an image and a caption vector field): upgrade the server, or use a Milvus Lite file"
+        )
+
+
+def _server_version(client) -> str | None:
+    """The server's version, or None when it does not say (Milvus Lite 2.5's gRPC server answers UNIMPLEMENTED,
+    which pymilvus would also log as an error)."""
+    rpc_log = logging.getLogger("pymilvus.decorators")
+    level = rpc_log.level
+    rpc_log.setLevel(logging.CRITICAL)
+    try:
+        return str(client.get_server_version())
+    except Exception as exc:  # noqa: BLE001 - any RPC failure means "unknown", not a refusal
+        log.debug("the Milvus server did not say its version: %s", str(exc).splitlines()[0][:120])
+        return None
+    finally:
+        rpc_log.setLevel(level)
+
+
 class MilvusStore:
     def __init__(self, target: MilvusTarget, *, must_exist: bool = True) -> None:
         self.target = target
         self.client = _client(target)
+        if not target.is_lite:
+            try:
+                check_server_version(_server_version(self.client), target.address)
+            except StoreError:
+                self.client.close()
+                raise
         self.collection = target.collection
         self.description = (
             f"Milvus {'Lite file' if target.is_lite else 'server'} {target.address}, collection {target.collection}"
         )
         self._attributes: list[str] | None = None
         self._facets: dict[str, list[str]] | None = None
-        self._fields: set[str] | None = None
+        self._fields: dict[str, dict] | None = None
         self._index_types: dict[str, str] = {}
         # How many searches a caller (the serving engine) should run at once. Milvus Lite's embedded engine
         # answers one at a time (8 threads: 7.9 ms per query against 9.1 ms one by one at 50k rows) and shares
@@ -216,10 +252,17 @@ class MilvusStore:
             self._attributes = list(self._record().get("attributes", []))
         return self._attributes
 
-    def has_field(self, vector_field: VectorField) -> bool:
+    def _schema_fields(self) -> dict[str, dict]:
         if self._fields is None:  # the schema does not change under us; ask once, not per search
-            self._fields = {f["name"] for f in self.client.describe_collection(self.collection)["fields"]}
-        return VECTOR_FIELDS[vector_field] in self._fields
+            self._fields = {f["name"]: f for f in self.client.describe_collection(self.collection)["fields"]}
+        return self._fields
+
+    def has_field(self, vector_field: VectorField) -> bool:
+        return VECTOR_FIELDS[vector_field] in self._schema_fields()
+
+    @property
+    def dim(self) -> int:
+        return int(self._schema_fields()[VECTOR_FIELDS["image"]].get("params", {}).get("dim", 0))
 
     # -- data --------------------------------------------------------------------------------
     def count(self) -> int:

@@ -26,7 +26,7 @@ NEEDS_OPEN_CLIP = pytest.mark.skipif(
     not HAS_OPEN_CLIP, reason="open_clip needs torchvision; these run in .venv-open-clip (make test)"
 )
 HF_FAMILIES = ["clip", "siglip", "chinese_clip"]
-FAMILIES = [*HF_FAMILIES, pytest.param("open_clip", marks=NEEDS_OPEN_CLIP)]
+FAMILIES = [*HF_FAMILIES, pytest.param("open_clip", marks=[NEEDS_OPEN_CLIP, pytest.mark.open_clip])]
 TEXTS = [*CAPTIONS, "一件红色的连衣裙", "dress", "The lady wears a long black coat with a belt and a white scarf."]
 
 
@@ -173,6 +173,7 @@ def test_unknown_model_type_is_refused_naming_it(tmp_path):
         FashionEmbeddingModel(None, tmp_path, device="cpu")
 
 
+@pytest.mark.open_clip
 def test_an_open_clip_folder_without_weights_is_refused(tmp_path):
     config = {"model_cfg": {"embed_dim": 8, "vision_cfg": {"image_size": 32}, "text_cfg": {}}}
     (tmp_path / "open_clip_config.json").write_text(json.dumps(config))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fashion_retrieval.cli import embed, model, quality, serve, store  # noqa: F401  (registers subcommands)
+from fashion_retrieval.cli import compare, embed, model, quality, serve, store  # noqa: F401  (registers subcommands)
 from fashion_retrieval.cli.common import app
 from fashion_retrieval.logs import configure_logging
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from fashion_retrieval.version import __version__
 
 _EXPORTS = {
     "FashionEmbeddingModel": "fashion_retrieval.model.encoder",
@@ -23,7 +23,7 @@ _EXPORTS = {
     "make_catalog": "fashion_retrieval.data.synthetic",
     "open_store": "fashion_retrieval.store",
     "Searcher": "fashion_retrieval.search.searcher",
-    "SearchResponse": "fashion_retrieval.search.queries",
+    "SearchResponse": "fashion_retrieval.search.base",
     "ComposeWeights": "fashion_retrieval.search.compose",
     "open_searcher": "fashion_retrieval.search.searcher",
     "create_app": "fashion_retrieval.serve.app",

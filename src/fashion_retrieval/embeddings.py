@@ -22,6 +22,7 @@ import pandas as pd
 
 from fashion_retrieval.errors import FashionRetrievalError
 from fashion_retrieval.files import atomic_save, atomic_write_bytes
+from fashion_retrieval.version import __version__
 
 MANIFEST_FORMAT = "fashion-retrieval/embeddings@1"
 FINAL_FILES = (
@@ -55,8 +56,6 @@ def original_metadata(frame: pd.DataFrame) -> dict[str, list]:
 def library_versions() -> dict[str, str]:
     """Versions of what decides the vectors, for the manifest (torch and transformers only if loaded)."""
     import sys
-
-    from fashion_retrieval import __version__
 
     versions = {"fashion_retrieval": __version__, "numpy": np.__version__, "python": platform.python_version()}
     for name in ("torch", "transformers"):

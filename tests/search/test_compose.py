@@ -1,4 +1,4 @@
-"""The query algebra of search/compose.py and the caption editor: properties that must hold for any vectors."""
+"""The query algebra of search/compose/algebra.py and the caption editor: properties that must hold for any vectors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fashion_retrieval.search.caption_edit import CaptionEditor, append_modifier
-from fashion_retrieval.search.compose import (
+from fashion_retrieval.search.compose.algebra import (
     COMPOSED,
     DEFAULT_WEIGHTS,
     MODIFIER,

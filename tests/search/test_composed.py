@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from fashion_retrieval import Searcher, open_store
 from fashion_retrieval.errors import QueryError
 from fashion_retrieval.search.caption_edit import mentions, stem
-from fashion_retrieval.search.compose import COMPOSED, MODIFIER, REFERENCE, compose_query, rocchio
-from fashion_retrieval.search.composed import ComposeQuery
+from fashion_retrieval.search.compose.algebra import COMPOSED, MODIFIER, REFERENCE, compose_query, rocchio
+from fashion_retrieval.search.compose.request import ComposeQuery
 from fashion_retrieval.serve.app import create_app
 from fashion_retrieval.serve.config import ServeConfig
 from fashion_retrieval.serve.engine import EngineSettings, QueryEngine

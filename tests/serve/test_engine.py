@@ -118,7 +118,7 @@ def test_queries_check_their_inputs_before_any_work(make, message):
 def test_every_model_call_runs_on_the_model_thread(searcher, monkeypatch):
     """Composed captions and reranks asked for from the store pool still run on the one model thread (torch
     in several threads makes every small operation slower: see QueryEngine.on_model)."""
-    from fashion_retrieval.search.composed import ComposeQuery
+    from fashion_retrieval.search.compose.request import ComposeQuery
 
     threads: list[str] = []
     original = searcher.encoder.encode_batch_texts

@@ -1,7 +1,7 @@
 """``fashion-retrieval eval --task compose``: an offline benchmark of composed and refined queries.
 
 Over an embeddings folder of a catalogue with attributes, and the model that made it (to encode the
-modifier texts), it measures the query algebra of ``search/compose.py`` on three tasks:
+modifier texts), it measures the query algebra of ``search/compose/algebra.py`` on three tasks:
 
 - **composed**: triplets (reference item, modifier changing one attribute, targets; ``compose_tasks.py``).
   Recall@K (a target in the top K) per changed attribute and overall, for the image alone, the modifier
@@ -40,7 +40,7 @@ from fashion_retrieval.evaluate.compose_tasks import (
 from fashion_retrieval.evaluate.evaluate import EvalConfig, query_rows
 from fashion_retrieval.ranking import top_k_indices
 from fashion_retrieval.search.caption_edit import CaptionEditor, append_modifier
-from fashion_retrieval.search.compose import (
+from fashion_retrieval.search.compose.algebra import (
     COMPOSED,
     DEFAULT_WEIGHTS,
     MODIFIER,

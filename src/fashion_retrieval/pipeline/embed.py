@@ -1,9 +1,10 @@
 """Embed a whole catalogue: read -> decode (workers) -> encode -> shard -> assemble; resumable, nothing lost.
 
 The unit of work is the shard (``shard_size`` consecutive catalogue rows), written atomically when complete.
-An engine turns the shards still to do into finished ``Shard`` objects: in this process (decoding workers +
-one encoder) or on Ray Data (``engine="ray"``, ``pipeline/ray_engine.py``). Either way the runner here owns
-the folder: it locks it, skips finished shards, writes new ones, and assembles the final files.
+An engine turns the shards still to do (an ``EmbedJob``, ``pipeline/job.py``) into finished ``Shard``
+objects: in this process (decoding workers + one encoder) or on Ray Data (``engine="ray"``,
+``pipeline/ray_engine.py``). Either way the runner here owns the folder: it locks it, skips finished shards,
+writes new ones, and assembles the final files.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,25 +25,11 @@ from fashion_retrieval.embeddings import library_versions, load_embeddings, orig
 from fashion_retrieval.errors import FashionRetrievalError
 from fashion_retrieval.files import FolderLock, remove_stale_temp_files
 from fashion_retrieval.pipeline import stages
+from fashion_retrieval.pipeline.job import EmbedJob, shard_layout
 from fashion_retrieval.pipeline.writer import STATUS_FAILED, STATUS_PLACEHOLDER, Shard, ShardStore, clear_outputs
 from fashion_retrieval.progress import progress_bar
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EmbedJob:
-    """What an engine needs to compute shards: the catalogue, the settings and the shard layout."""
-
-    config: EmbedConfig
-    catalog: Catalog
-    shard_rows: dict[int, np.ndarray]  # shard id -> catalogue rows
-    todo: list[int]  # shard ids still to compute, ascending
-    embed_dim: int
-
-    @property
-    def captions(self) -> list[str]:
-        return self.catalog.frame["caption"].tolist() if self.catalog.has_text else []
 
 
 def _run_key(config: EmbedConfig, catalog: Catalog, identity_key: str) -> dict:
@@ -163,8 +150,8 @@ def embed_catalog(config: EmbedConfig, *, encoder=None, progress: bool = True) -
             log.info("%s is already complete: nothing to do (--overwrite re-embeds)", out)
             return {**summary, "status": "already complete", "seconds": round(time.perf_counter() - started, 3)}
         store.write_run(key)
-        n, size = len(catalog), config.shard_size
-        shard_rows = {k: np.arange(k * size, min(n, (k + 1) * size)) for k in range((n + size - 1) // size)}
+        n = len(catalog)
+        shard_rows = shard_layout(n, config.shard_size)
         clock = stages.StageClock()
         resumed = computed = 0
         # A damaged shard found while assembling is removed and computed again (at most once).

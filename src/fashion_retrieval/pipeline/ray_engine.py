@@ -46,7 +46,7 @@ from fashion_retrieval.pipeline.writer import STATUS_FAILED
 
 if TYPE_CHECKING:
     from fashion_retrieval.identity import ModelIdentity
-    from fashion_retrieval.pipeline.embed import EmbedJob
+    from fashion_retrieval.pipeline.job import EmbedJob
     from fashion_retrieval.pipeline.stages import ImageBatch
 
 log = logging.getLogger(__name__)

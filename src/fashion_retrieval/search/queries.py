@@ -1,10 +1,12 @@
-"""Search requests as values: what each needs encoded, and how it searches once its vectors exist.
+"""The plain search requests as values: text, image and hybrid; what each needs encoded, and how it searches.
 
 Splitting a request into "encode" and "search" is what lets a serving engine encode the texts of many
 requests in one batch and their images in another, then run each request's own store search. A Python
 call runs the very same two steps for a batch of one, so both give the same results.
 
-Each query validates its inputs when built (a ``QueryError`` naming the problem), before any model work.
+Each query validates its inputs when built (a ``QueryError`` naming the problem), before any model work, and
+runs against a ``SearchContext`` (``search/context.py``), the ``Searcher`` or any object like it. What all
+queries share is in ``search/base.py`` (re-exported here); the composed request is ``search/compose/``.
 """
 
 from __future__ import annotations
@@ -18,86 +20,28 @@ import numpy as np
 
 from fashion_retrieval.errors import QueryError
 from fashion_retrieval.ranking import top_k_indices
-from fashion_retrieval.search.compose import DEFAULT_WEIGHTS, ComposeWeights, score_without
+from fashion_retrieval.search.base import (
+    MAX_NEGATIVES,
+    MAX_TOP_K,
+    Against,
+    Query,
+    SearchResponse,
+    check_against,
+    check_top_k,
+    clean_list,
+    clean_text,
+    rescored,
+)
+from fashion_retrieval.search.compose.algebra import DEFAULT_WEIGHTS, ComposeWeights
+from fashion_retrieval.search.compose.request import exclude_negatives
 from fashion_retrieval.search.fusion import rrf
 from fashion_retrieval.store.base import Filters, Hit
 
 if TYPE_CHECKING:
-    from fashion_retrieval.search.searcher import Searcher
+    from fashion_retrieval.search.context import SearchContext
 
-Against = Literal["image", "text"]
 Fusion = Literal["weighted", "rrf"]
-MAX_TOP_K = 1000
 CANDIDATES = 100  # per list, for RRF and for weighted fusion across two vector fields
-MAX_NEGATIVES = 8
-
-
-@dataclass
-class SearchResponse:
-    query: dict
-    results: list[Hit]
-    seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {
-            "query": self.query,
-            "results": [h.to_dict() for h in self.results],
-            "seconds": self.seconds,
-            **self.extra,
-        }
-
-
-def clean_text(text: object, what: str = "the text query") -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise QueryError(f"{what} is empty: type what you are looking for")
-    return text.strip()
-
-
-def check_top_k(top_k: object) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or not 1 <= int(top_k) <= MAX_TOP_K:
-        raise QueryError(f"top_k must be a whole number between 1 and {MAX_TOP_K}, got {top_k!r}")
-    return int(top_k)
-
-
-def check_against(against: object) -> Against:
-    if against not in ("image", "text"):
-        raise QueryError(f"against must be 'image' or 'text', got {against!r}")
-    return against  # type: ignore[return-value]
-
-
-def check_rerank(rerank: object) -> int:
-    if isinstance(rerank, bool) or not isinstance(rerank, int | np.integer) or not 0 <= int(rerank) <= MAX_TOP_K:
-        raise QueryError(f"rerank must be a whole number between 0 and {MAX_TOP_K}, got {rerank!r}")
-    return int(rerank)
-
-
-class Query:
-    """A search request: ``texts()`` and ``pixels()`` say what to encode; ``execute`` searches with the vectors."""
-
-    started: float
-
-    def texts(self) -> list[str]:
-        return []
-
-    def pixels(self) -> list[np.ndarray]:
-        return []
-
-    def execute(self, searcher: Searcher, texts: np.ndarray, images: np.ndarray) -> SearchResponse:
-        raise NotImplementedError
-
-    def respond(self, query: dict, hits: list[Hit], extra: dict | None = None) -> SearchResponse:
-        return SearchResponse(query, hits, round(time.perf_counter() - self.started, 4), extra or {})
-
-    def _check_text_search(self) -> None:
-        """The checks every query with a typed text shares: the text, top_k, what it searches, the rerank."""
-        self.started = time.perf_counter()
-        self.text = clean_text(self.text)
-        self.top_k, self.against, self.rerank = (
-            check_top_k(self.top_k),
-            check_against(self.against),
-            check_rerank(self.rerank),
-        )
 
 
 @dataclass
@@ -119,13 +63,13 @@ class TextQuery(Query):
     def texts(self) -> list[str]:
         return [self.text, *self.minus]
 
-    def execute(self, searcher: Searcher, texts: np.ndarray, images: np.ndarray) -> SearchResponse:
+    def execute(self, context: SearchContext, texts: np.ndarray, images: np.ndarray) -> SearchResponse:
         want = max(self.top_k, self.rerank, self.weights.pool if self.minus else 0)
-        hits = searcher.store.search(texts[0], self.against, want, self.filters)[0]
+        hits = context.store.search(texts[0], self.against, want, self.filters)[0]
         extra = {}
         if self.rerank:
-            hits, extra = searcher.rerank(self.text, hits[: max(self.top_k, self.rerank)])
-        hits = exclude_negatives(searcher, hits, self.minus, texts[1:], self.weights, self.against)
+            hits, extra = context.rerank(self.text, hits[: max(self.top_k, self.rerank)])
+        hits = exclude_negatives(context.store, hits, self.minus, texts[1:], self.weights, self.against)
         query = {
             "type": "text",
             "text": self.text,
@@ -155,8 +99,8 @@ class ImageQuery(Query):
     def pixels(self) -> list[np.ndarray]:
         return [self.image]
 
-    def execute(self, searcher: Searcher, texts: np.ndarray, images: np.ndarray) -> SearchResponse:
-        hits = searcher.store.search(images[0], self.against, self.top_k, self.filters)[0]
+    def execute(self, context: SearchContext, texts: np.ndarray, images: np.ndarray) -> SearchResponse:
+        hits = context.store.search(images[0], self.against, self.top_k, self.filters)[0]
         query = {"type": "image", "against": self.against, "top_k": self.top_k, "filters": dict(self.filters or {})}
         return self.respond(query, hits)
 
@@ -187,8 +131,8 @@ class HybridQuery(Query):
     def pixels(self) -> list[np.ndarray]:
         return [self.image]
 
-    def execute(self, searcher: Searcher, texts: np.ndarray, images: np.ndarray) -> SearchResponse:
-        store, alpha, want = searcher.store, float(self.alpha), max(self.top_k, self.rerank)
+    def execute(self, context: SearchContext, texts: np.ndarray, images: np.ndarray) -> SearchResponse:
+        store, alpha, want = context.store, float(self.alpha), max(self.top_k, self.rerank)
         text_vec, image_vec = texts[0], images[0]
         if self.fusion == "rrf":
             pool = max(want, CANDIDATES)
@@ -205,7 +149,7 @@ class HybridQuery(Query):
             hits = weighted_two_fields(store, text_vec, image_vec, alpha, want, self.filters)
         extra = {}
         if self.rerank:
-            hits, extra = searcher.rerank(self.text, hits)
+            hits, extra = context.rerank(self.text, hits)
         query = {
             "type": "hybrid",
             "text": self.text,
@@ -232,37 +176,6 @@ def weighted_two_fields(store, text_vec, image_vec, alpha: float, want: int, fil
     return [rescored(candidates[ids[i]], float(scores[i])) for i in top_k_indices(scores, want)]
 
 
-def rescored(hit: Hit, score: float, **attributes: str) -> Hit:
-    return Hit(hit.id, score, hit.caption, hit.path, {**hit.attributes, **attributes})
-
-
-def exclude_negatives(
-    searcher: Searcher,
-    hits: list[Hit],
-    negatives: Sequence[str],
-    vectors: np.ndarray,
-    weights: ComposeWeights,
-    field: Against = "image",
-) -> list[Hit]:
-    """Re-score a candidate pool for negative texts (``compose.score_without``) on the vectors it was searched
-    by (images, or captions for ``against="text"``); best first."""
-    if not hits or not len(negatives):
-        return hits
-    candidates = searcher.store.vectors([h.id for h in hits], field)
-    scores = np.array([h.score for h in hits], np.float32)
-    scores = score_without(candidates, scores, [h.caption for h in hits], negatives, vectors, weights)
-    return [rescored(hits[i], float(scores[i])) for i in top_k_indices(scores, len(hits))]
-
-
-def clean_list(values: Sequence[str] | None, what: str, limit: int) -> tuple[str, ...]:
-    items = tuple(v.strip() for v in (values or ()) if isinstance(v, str) and v.strip())
-    if len(items) > limit:
-        raise QueryError(f"at most {limit} {what}, got {len(items)}")
-    if any(len(v) > 1000 for v in items):
-        raise QueryError(f"{what} must be at most 1000 characters each")
-    return items
-
-
 def split_rows(matrix: np.ndarray, counts: Sequence[int]) -> list[np.ndarray]:
     """Rows of ``matrix`` cut into consecutive blocks of ``counts`` rows."""
     edges = np.cumsum([0, *counts])
@@ -272,6 +185,8 @@ def split_rows(matrix: np.ndarray, counts: Sequence[int]) -> list[np.ndarray]:
 __all__ = [
     "CANDIDATES",
     "MAX_TOP_K",
+    "Against",
+    "Fusion",
     "HybridQuery",
     "ImageQuery",
     "Query",
@@ -279,4 +194,5 @@ __all__ = [
     "TextQuery",
     "check_top_k",
     "clean_text",
+    "split_rows",
 ]

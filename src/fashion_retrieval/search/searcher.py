@@ -1,4 +1,7 @@
-"""One searcher over any store: text->image, image->image, image->text, hybrid, filters, ITM rerank."""
+"""One searcher over any store: text->image, image->image, image->text, hybrid, filters, ITM rerank.
+
+The searcher encodes queries and executes them (``Query.execute(searcher, ...)``): it is the
+``SearchContext`` (``search/context.py``) the queries ask for, so none of them imports this module."""
 
 from __future__ import annotations
 
@@ -11,20 +14,11 @@ from fashion_retrieval.data.images import API_MAX_PIXELS, ImageInput, open_image
 from fashion_retrieval.errors import FashionRetrievalError, ModelMismatchError, QueryError
 from fashion_retrieval.identity import ModelIdentity, ensure_same_model
 from fashion_retrieval.ranking import top_k_indices
+from fashion_retrieval.search.base import Against, Query, SearchResponse, rescored
 from fashion_retrieval.search.caption_edit import CaptionEditor
-from fashion_retrieval.search.compose import DEFAULT_WEIGHTS, ComposeWeights
-from fashion_retrieval.search.composed import ComposeQuery
-from fashion_retrieval.search.queries import (
-    Against,
-    Fusion,
-    HybridQuery,
-    ImageQuery,
-    Query,
-    SearchResponse,
-    TextQuery,
-    rescored,
-    split_rows,
-)
+from fashion_retrieval.search.compose.algebra import DEFAULT_WEIGHTS, ComposeWeights
+from fashion_retrieval.search.compose.request import ComposeQuery
+from fashion_retrieval.search.queries import Fusion, HybridQuery, ImageQuery, TextQuery, split_rows
 from fashion_retrieval.store.base import Filters, Hit, VectorStore
 
 EDITOR_CAPTIONS = 50_000  # captions the caption editor learns from (an even sample beyond that)

@@ -29,8 +29,8 @@ from fashion_retrieval.errors import (
     QueryError,
     StoreError,
 )
-from fashion_retrieval.search.compose import DEFAULT_WEIGHTS
-from fashion_retrieval.search.composed import ComposeQuery
+from fashion_retrieval.search.compose.algebra import DEFAULT_WEIGHTS
+from fashion_retrieval.search.compose.request import ComposeQuery
 from fashion_retrieval.search.queries import HybridQuery, ImageQuery, Query, TextQuery
 from fashion_retrieval.serve.config import ServeConfig
 from fashion_retrieval.serve.engine import EngineSettings, QueryEngine, in_fresh_thread

@@ -9,7 +9,7 @@ How a searcher uses it, for one request:
    caption is the item's own caption for a catalogue item; for an uploaded image, pass the caption of its
    nearest catalogue item (an image->caption search, top 1) as an *estimate*; with no caption at all, pass
    None and the composed methods fall back to the weighted sum. ``editor`` is a ``CaptionEditor`` built
-   once from the catalogue's captions (``caption_edit.py``); without one the modifier is appended.
+   once from the catalogue's captions (``search/caption_edit.py``); without one the modifier is appended.
 2. Encode ``list(texts.values())`` in one batch with the model, giving ``text_vecs`` (same keys).
 3. ``query = compose_query(image_vec, text_vecs, method, weights)`` (negatives already subtracted),
    search the image vectors for ``weights.pool`` candidates.

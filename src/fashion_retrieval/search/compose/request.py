@@ -1,11 +1,12 @@
 """Composed and refined search requests: "like this, but in red", "not striped", "more like these".
 
 ``ComposeQuery`` carries a reference (a catalogue item or an uploaded image), a modifier text, negative
-texts and relevance feedback (liked / unliked item ids). The algebra is ``search/compose.py``; this module
-fetches what it needs from the store (the reference's caption and vector, the feedback items' vectors),
+texts and relevance feedback (liked / unliked item ids). The algebra is ``search/compose/algebra.py``; this
+module fetches what it needs from the store (the reference's caption and vector, the feedback items' vectors),
 encodes the captions it composes, searches a candidate pool and re-scores it for the negatives.
 
-Negatives are re-scored on the candidate pool as for a plain text search (``queries.exclude_negatives``).
+Negatives are re-scored on the candidate pool as for a plain text search (``exclude_negatives``, here, which
+``queries.TextQuery`` uses too).
 """
 
 from __future__ import annotations
@@ -18,7 +19,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fashion_retrieval.errors import ItemNotFoundError, QueryError
-from fashion_retrieval.search.compose import (
+from fashion_retrieval.ranking import top_k_indices
+from fashion_retrieval.search.base import (
+    MAX_NEGATIVES,
+    Against,
+    Query,
+    SearchResponse,
+    check_top_k,
+    clean_list,
+    clean_text,
+    rescored,
+)
+from fashion_retrieval.search.compose.algebra import (
     COMPOSED,
     DEFAULT_WEIGHTS,
     METHODS,
@@ -30,20 +42,12 @@ from fashion_retrieval.search.compose import (
     compose_texts,
     negative_vectors,
     rocchio,
+    score_without,
 )
-from fashion_retrieval.search.queries import (
-    MAX_NEGATIVES,
-    Query,
-    SearchResponse,
-    check_top_k,
-    clean_list,
-    clean_text,
-    exclude_negatives,
-)
-from fashion_retrieval.store.base import Filters
+from fashion_retrieval.store.base import Filters, Hit, VectorStore
 
 if TYPE_CHECKING:
-    from fashion_retrieval.search.searcher import Searcher
+    from fashion_retrieval.search.context import SearchContext
 
 MAX_FEEDBACK = 50
 
@@ -87,9 +91,9 @@ class ComposeQuery(Query):
     def pixels(self) -> list[np.ndarray]:
         return [] if self.image is None else [self.image]
 
-    def _reference(self, searcher: Searcher, images: np.ndarray) -> tuple[np.ndarray | None, str | None, bool]:
+    def _reference(self, context: SearchContext, images: np.ndarray) -> tuple[np.ndarray | None, str | None, bool]:
         """(image vector, caption, caption is an estimate) of the reference."""
-        store = searcher.store
+        store = context.store
         if self.item is not None:
             found = store.get([self.item])
             if not found:
@@ -113,14 +117,14 @@ class ComposeQuery(Query):
         present = [i for i in ids if i in known]
         return store.vectors(present, "image") if present else None
 
-    def execute(self, searcher: Searcher, texts: np.ndarray, images: np.ndarray) -> SearchResponse:
-        store, weights = searcher.store, self.weights
-        image_vec, caption, estimated = self._reference(searcher, images)
+    def execute(self, context: SearchContext, texts: np.ndarray, images: np.ndarray) -> SearchResponse:
+        store, weights = context.store, self.weights
+        image_vec, caption, estimated = self._reference(context, images)
         given = dict(zip([MODIFIER] if self.modifier else [], texts[:1], strict=False))
         given.update({f"{NEGATIVE}{i}": texts[len(given) + i] for i in range(len(self.minus))})
-        wanted = compose_texts(self.modifier, caption, editor=searcher.caption_editor() if caption else None)
+        wanted = compose_texts(self.modifier, caption, editor=context.caption_editor() if caption else None)
         to_encode = {k: v for k, v in wanted.items() if k in (REFERENCE, COMPOSED)}
-        encoded = searcher.encode_texts(list(to_encode.values())) if to_encode else []
+        encoded = context.encode_texts(list(to_encode.values())) if to_encode else []
         text_vecs = {**given, **dict(zip(to_encode, encoded, strict=True))}
         if self.modifier or image_vec is not None:
             method = self.method or (weights.method if self.modifier else "image")
@@ -130,14 +134,15 @@ class ComposeQuery(Query):
         ignored: list[str] = []
         liked, unliked = self._feedback(store, self.like, ignored), self._feedback(store, self.unlike, ignored)
         if liked is not None or unliked is not None:
-            start = query if query is not None else np.zeros(searcher.encoder.embed_dim, np.float32)
-            query = rocchio(start, liked, unliked, weights)
+            if query is None:  # feedback alone: start from zero, in the size of the feedback's vectors
+                query = np.zeros(next(v for v in (liked, unliked) if v is not None).shape[-1], np.float32)
+            query = rocchio(query, liked, unliked, weights)
         if query is None:
             raise ItemNotFoundError(f"none of the liked items {[i[:80] for i in self.like[:5]]} is in the catalogue")
         seen = {self.item, *self.like} - {None}
         pool = store.search(query, "image", max(weights.pool, self.top_k) + len(seen), self.filters)[0]
         pool = [h for h in pool if h.id not in seen]
-        hits = exclude_negatives(searcher, pool, self.minus, negative_vectors(text_vecs), weights)
+        hits = exclude_negatives(store, pool, self.minus, negative_vectors(text_vecs), weights)
         described = {
             "type": "compose",
             "modifier": self.modifier,
@@ -158,4 +163,22 @@ class ComposeQuery(Query):
         return self.respond(described, hits[: self.top_k], extra)
 
 
-__all__ = ["ComposeQuery"]
+def exclude_negatives(
+    store: VectorStore,
+    hits: list[Hit],
+    negatives: Sequence[str],
+    vectors: np.ndarray,
+    weights: ComposeWeights,
+    field: Against = "image",
+) -> list[Hit]:
+    """Re-score a candidate pool for negative texts (``algebra.score_without``) on the store's vectors it was
+    searched by (images, or captions for ``against="text"``); best first."""
+    if not hits or not len(negatives):
+        return hits
+    candidates = store.vectors([h.id for h in hits], field)
+    scores = np.array([h.score for h in hits], np.float32)
+    scores = score_without(candidates, scores, [h.caption for h in hits], negatives, vectors, weights)
+    return [rescored(hits[i], float(scores[i])) for i in top_k_indices(scores, len(hits))]
+
+
+__all__ = ["ComposeQuery", "exclude_negatives"]

@@ -137,6 +137,21 @@ def test_driver_sigkill_then_rerun_resumes_and_equals_uninterrupted(tiny_base, b
     _same_folder(big_reference, cut)
 
 
+@pytest.mark.parametrize("family", ["siglip", "clip"])
+def test_other_model_families_give_the_local_engines_folder(local_ray, family, tmp_path):
+    """The driver reads the family's tokenizer and preprocessing from the folder (SigLIP pads captions to 64
+    tokens; CLIP resizes the short side and crops); the actors load the model: same vectors as in-process."""
+    from fashion_retrieval.model.tiny_families import build_tiny
+
+    catalog = make_catalog(tmp_path / "cat", n=20, seed=5, image_size=40)
+    base = build_tiny(family, tmp_path / "base", pd.read_csv(catalog)["caption"])
+    embed_catalog(_config(catalog, base, tmp_path / "local"), progress=False)
+    summary = embed_catalog(_config(catalog, base, tmp_path / "ray", engine="ray"), progress=False)
+    assert summary["engine"] == "ray" and summary["embedded"] == 20
+    _same_folder(tmp_path / "local", tmp_path / "ray")
+    assert load_embeddings(tmp_path / "ray").identity["family"] == family
+
+
 def test_same_folder_as_local_engine_with_bad_images(local_ray, tiny_base, messy_catalog, tmp_path):
     embed_catalog(_config(messy_catalog, tiny_base, tmp_path / "local"), progress=False)
     summary = embed_catalog(_config(messy_catalog, tiny_base, tmp_path / "ray", engine="ray"), progress=False)

@@ -167,8 +167,7 @@ class Workload:
         texts, batches = self.texts[: self.captions], []
         for first in range(0, len(texts), self.shard_size):
             shard = texts[first : first + self.shard_size]
-            ids = encoder.tokenizer(shard, truncation=True, max_length=encoder.max_text_length)["input_ids"]
-            order = np.argsort([len(i) for i in ids], kind="stable")
+            order = np.argsort(encoder.text_tokenizer.lengths(shard), kind="stable")
             for start in range(0, len(order), self.text_batch_size):
                 index = order[start : start + self.text_batch_size]
                 tokens = encoder.tokenize([shard[i] for i in index])

@@ -63,7 +63,7 @@ class RayEngine:
         self.ray = import_ray()
         self._identity: ModelIdentity | None = None
         self._preprocess: ImagePreprocessor | None = None
-        self._processor = None
+        self._tokenizer = None  # the model's caption tokenizer (for length-sorted caption batches)
         self._plan: RayPlan | None = None
         self._owns_ray = False
         self._address = ""
@@ -80,10 +80,9 @@ class RayEngine:
             from fashion_retrieval.model.loading import describe_model
 
             m = self.config.model
-            self._identity, self._processor = describe_model(m.base, m.checkpoint, lora_alpha=m.lora_alpha)
-            self._preprocess = replace(
-                ImagePreprocessor.from_processor(self._processor), jpeg_draft=self.config.jpeg_draft
-            )
+            description = describe_model(m.base, m.checkpoint, lora_alpha=m.lora_alpha)
+            self._identity, self._tokenizer = description.identity, description.processors.tokenizer
+            self._preprocess = replace(description.processors.preprocess, jpeg_draft=self.config.jpeg_draft)
         return self._identity
 
     def device_type(self) -> str:
@@ -199,13 +198,11 @@ class RayEngine:
         """For each row to do, the row whose caption travels with it: each shard's rows sorted by token length,
         as the in-process engine batches a shard's captions, so an actor's caption batches are the same ones
         (the same padding and vectors) while every row's image and caption still go to the same shard."""
-        tokenizer = self._processor.tokenizer
-        limit = int(self._identity.preprocessing["max_text_length"])
         order = []
         for shard in job.todo:
             rows = job.shard_rows[shard]
-            ids = tokenizer(captions[rows].tolist(), truncation=True, max_length=limit)["input_ids"]
-            order.append(rows[np.argsort([len(i) for i in ids], kind="stable")])
+            lengths = self._tokenizer.lengths(captions[rows].tolist())
+            order.append(rows[np.argsort(lengths, kind="stable")])
         return np.concatenate(order)
 
     def shards(self, job: EmbedJob, bar) -> Iterator:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fashion_retrieval.data.images import API_MAX_PIXELS, ImageInput, open_image
-from fashion_retrieval.errors import FashionRetrievalError, ModelMismatchError, QueryError
+from fashion_retrieval.errors import FashionRetrievalError, ModelMismatchError, QueryError, UnsupportedFeatureError
 from fashion_retrieval.identity import ModelIdentity, ensure_same_model
 from fashion_retrieval.ranking import top_k_indices
 from fashion_retrieval.search.base import Against, Query, SearchResponse, rescored
@@ -131,8 +131,19 @@ class Searcher:
                 self._editor = CaptionEditor.from_captions(self.store.captions(EDITOR_CAPTIONS))
             return self._editor
 
+    def check(self, query: Query) -> None:
+        """Refuse, before any work, what this model cannot do for ``query`` (a rerank needs an image-text matching
+        head, which only BLIP has): the serving engine calls this before queueing, so one such query never fails
+        a batch of others."""
+        if getattr(query, "rerank", 0) and not self.encoder.has_itm:
+            raise UnsupportedFeatureError(
+                f"this model ({self.identity.family}) has no image-text matching head: rerank needs a BLIP "
+                "retrieval model; search without rerank"
+            )
+
     def run(self, query: Query) -> SearchResponse:
         """Encode what ``query`` needs and search: the same two steps the serving engine runs for a batch."""
+        self.check(query)
         ((texts, images),) = self.encode_queries([query])
         return query.execute(self, texts, images)
 
@@ -203,10 +214,8 @@ class Searcher:
 
     # -- helpers -----------------------------------------------------------------------------
     def _itm_scores(self, text: str, paths: list[str]) -> np.ndarray:
-        from fashion_retrieval.model.rerank import itm_scores
-
         with self.model_lock:
-            return itm_scores(self.encoder, text, paths)
+            return self.encoder.itm_scores(text, paths)
 
     def rerank(self, text: str, hits: list[Hit]) -> tuple[list[Hit], dict]:
         """Rescore with the ITM head (precise, slow) the candidates ITC retrieval found (fast, broad)."""

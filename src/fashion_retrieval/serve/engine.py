@@ -137,6 +137,7 @@ class QueryEngine:
         """Queue a query; the future gives its ``SearchResponse`` (or raises its error)."""
         if self._closed.is_set():
             raise RuntimeError("the query engine is closed")
+        self.searcher.check(query)  # what the model cannot do is refused here, not inside a batch
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._queue.put(_Job(query, future))
         if self.metrics is not None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,47 +65,112 @@ def _say(progress: bool, message: str) -> None:
         print(message, flush=True)
 
 
+@dataclass(frozen=True)
+class _Workdir:
+    """Where each step leaves its output under the demo's workdir."""
+
+    root: Path
+
+    @property
+    def catalog_csv(self) -> Path:
+        return self.root / "catalog" / "labels_front.csv"
+
+    @property
+    def train_csv(self) -> Path:
+        return self.root / "catalog" / "train.csv"
+
+    @property
+    def heldout_ids(self) -> Path:
+        return self.root / "heldout_ids.txt"
+
+    @property
+    def base(self) -> Path:
+        return self.root / "base"
+
+    @property
+    def training(self) -> Path:
+        return self.root / "training"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.training / "model_weights" / "best_model.pth"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "embeddings"
+
+    @property
+    def db(self) -> Path:
+        return self.root / "fashion.db"
+
+
+class _StepTimer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 2)
+
+
 def run_demo(config: DemoConfig, *, progress: bool = True) -> dict:
     started = time.perf_counter()
-    work = Path(config.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    work = _Workdir(Path(config.workdir))
+    work.root.mkdir(parents=True, exist_ok=True)
+    timer = _StepTimer()
+    with timer.step("catalog"):
+        catalog = _prepare_catalog(config, work, progress)
+    with timer.step("model"):
+        _build_model(config, work, catalog, progress)
+    with timer.step("train"):
+        training_metrics = _train_model(config, work, progress)
+    with timer.step("embed"):
+        _embed(work, progress)
+    with timer.step("index"):
+        indexed = _index(work, progress)
+    with timer.step("evaluate"):
+        report = _evaluate_heldout(work)
+    with timer.step("compose"):
+        composed = _evaluate_composed(work, progress)
+    summary = _summary(work, report, indexed, composed, training_metrics, timer.seconds, started)
+    (work.root / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+    if progress:
+        _print_summary(summary)
+    return summary
 
-    def step(name: str, start: float) -> None:
-        timings[name] = round(time.perf_counter() - start, 2)
 
-    t = time.perf_counter()
-    csv_path = work / "catalog" / "labels_front.csv"
-    if not csv_path.is_file():
-        _say(progress, f"[1/7] making a catalogue of {config.n} items in {csv_path.parent}")
-        make_catalog(work / "catalog", n=config.n, seed=config.seed, image_size=128)
-    catalog = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+def _prepare_catalog(config: DemoConfig, work: _Workdir, progress: bool) -> pd.DataFrame:
+    """Make the catalogue if missing, hold out a share of it for evaluation, and write the training CSV."""
+    if not work.catalog_csv.is_file():
+        _say(progress, f"[1/7] making a catalogue of {config.n} items in {work.catalog_csv.parent}")
+        make_catalog(work.catalog_csv.parent, n=config.n, seed=config.seed, image_size=128)
+    catalog = pd.read_csv(work.catalog_csv, dtype=str, keep_default_na=False)
     rng = np.random.default_rng(config.seed)
     heldout_ids = sorted(
         rng.choice(catalog["image_id"], size=max(1, int(len(catalog) * config.holdout)), replace=False)
     )
-    (work / "heldout_ids.txt").write_text("\n".join(heldout_ids) + "\n")
-    train_csv = work / "catalog" / "train.csv"
-    catalog[~catalog["image_id"].isin(set(heldout_ids))].to_csv(train_csv, index=False)
-    step("catalog", t)
+    work.heldout_ids.write_text("\n".join(heldout_ids) + "\n")
+    catalog[~catalog["image_id"].isin(set(heldout_ids))].to_csv(work.train_csv, index=False)
+    return catalog
 
-    t = time.perf_counter()
-    base = work / "base"
-    if not (base / "config.json").is_file():
+
+def _build_model(config: DemoConfig, work: _Workdir, catalog: pd.DataFrame, progress: bool) -> None:
+    if not (work.base / "config.json").is_file():
         _say(progress, "[2/7] building a tiny BLIP from a config (vocabulary from the captions)")
-        build_tiny_blip(base, catalog["caption"], seed=config.seed, **TINY_MODEL)
-    step("model", t)
+        build_tiny_blip(work.base, catalog["caption"], seed=config.seed, **TINY_MODEL)
 
-    t = time.perf_counter()
-    training = work / "training"
-    checkpoint = training / "model_weights" / "best_model.pth"
-    if not (training / "metrics.json").is_file():
+
+def _train_model(config: DemoConfig, work: _Workdir, progress: bool) -> dict:
+    """Train unless a finished run is in the workdir; returns its metrics."""
+    if not (work.training / "metrics.json").is_file():
         _say(progress, f"[3/7] training it for about {config.train_seconds:.0f} s (held-out items never seen)")
         train(
             TrainConfig(
-                catalog=str(train_csv),
-                base=str(base),
-                out=str(training),
+                catalog=str(work.train_csv),
+                base=str(work.base),
+                out=str(work.training),
                 full=True,
                 epochs=1000,
                 batch_size=config.batch_size,
@@ -118,60 +185,71 @@ def run_demo(config: DemoConfig, *, progress: bool = True) -> dict:
             ),
             progress=progress,
         )
-    training_metrics = json.loads((training / "metrics.json").read_text())
+    training_metrics = json.loads((work.training / "metrics.json").read_text())
     skipped = training_metrics.get("failed_images", 0)
     _say(
         progress,
         f"      {skipped} unreadable images skipped in training"
         + (
-            f" (listed in {training / 'failures.jsonl'})"
+            f" (listed in {work.training / 'failures.jsonl'})"
             if skipped
             else " (a bad image is left out and listed, never fatal)"
         ),
     )
-    step("train", t)
+    return training_metrics
 
-    t = time.perf_counter()
-    embeddings = work / "embeddings"
+
+def _embed(work: _Workdir, progress: bool) -> None:
     _say(progress, "[4/7] embedding the whole catalogue")
     embed_catalog(
         EmbedConfig(
-            catalog=str(csv_path),
-            model=ModelConfig(str(base), str(checkpoint), device="cpu"),
-            out=str(embeddings),
+            catalog=str(work.catalog_csv),
+            model=ModelConfig(str(work.base), str(work.checkpoint), device="cpu"),
+            out=str(work.embeddings),
             batch_size=128,
             workers=0,
         ),
         progress=progress,
     )
-    step("embed", t)
 
-    t = time.perf_counter()
-    db = work / "fashion.db"
-    _say(progress, f"[5/7] indexing into Milvus Lite ({db})")
-    indexed = index_embeddings(IndexConfig(str(embeddings), MilvusTarget(db=str(db))), progress=progress)
-    step("index", t)
 
-    t = time.perf_counter()
-    report = evaluate_embeddings(
-        EvalConfig(str(embeddings), query_ids=str(work / "heldout_ids.txt"), precision_attributes=("garment", "color"))
+def _index(work: _Workdir, progress: bool) -> dict:
+    _say(progress, f"[5/7] indexing into Milvus Lite ({work.db})")
+    return index_embeddings(IndexConfig(str(work.embeddings), MilvusTarget(db=str(work.db))), progress=progress)
+
+
+def _evaluate_heldout(work: _Workdir) -> dict:
+    return evaluate_embeddings(
+        EvalConfig(str(work.embeddings), query_ids=str(work.heldout_ids), precision_attributes=("garment", "color"))
     )
-    step("evaluate", t)
-    t = time.perf_counter()
+
+
+def _evaluate_composed(work: _Workdir, progress: bool) -> dict:
+    # Printed after the held-out evaluation has already run, as the demo always has.
     _say(progress, "[6/7] evaluating: held-out retrieval, and composed queries ('like this, but in red')")
     try:
-        composed = _compose_summary(
+        return _compose_summary(
             evaluate_compose(
                 ComposeEvalConfig(
-                    str(embeddings), device="cpu", query_ids=str(work / "heldout_ids.txt"), references=100, sweeps=False
+                    str(work.embeddings), device="cpu", query_ids=str(work.heldout_ids), references=100, sweeps=False
                 )
             )
         )
     except FashionRetrievalError as exc:  # a catalogue too small to have composed targets
-        composed = {"skipped": str(exc)}
-    step("compose", t)
+        return {"skipped": str(exc)}
+
+
+def _summary(
+    work: _Workdir,
+    report: dict,
+    indexed: dict,
+    composed: dict,
+    training_metrics: dict,
+    timings: dict[str, float],
+    started: float,
+) -> dict:
     t2i = report["text_to_image"]
-    summary = {
+    return {
         "recall@1": t2i["recall@1"],
         "recall@5": t2i["recall@5"],
         "recall@10": t2i["recall@10"],
@@ -186,19 +264,19 @@ def run_demo(config: DemoConfig, *, progress: bool = True) -> dict:
         "train_seconds": training_metrics.get("seconds"),
         "seconds": round(time.perf_counter() - started, 2),
         "step_seconds": timings,
-        "workdir": str(work),
-        "db": str(db),
-        "eval_command": f"fashion-retrieval eval {embeddings} --query-ids {work / 'heldout_ids.txt'}",
+        "workdir": str(work.root),
+        "db": str(work.db),
+        "eval_command": f"fashion-retrieval eval {work.embeddings} --query-ids {work.heldout_ids}",
     }
-    (work / "demo_summary.json").write_text(json.dumps(summary, indent=2))
-    if progress:
-        print(
-            f"[7/7] held-out text->image: R@1 {summary['recall@1']:.3f}  R@5 {summary['recall@5']:.3f}  "
-            f"R@10 {summary['recall@10']:.3f}  attribute precision@10 {summary['attribute_precision@10']:.3f} "
-            f"({summary['heldout_queries']} queries, {summary['gallery']} images)"
-        )
-        print(_compose_line(summary["compose"]))
-    return summary
+
+
+def _print_summary(summary: dict) -> None:
+    print(
+        f"[7/7] held-out text->image: R@1 {summary['recall@1']:.3f}  R@5 {summary['recall@5']:.3f}  "
+        f"R@10 {summary['recall@10']:.3f}  attribute precision@10 {summary['attribute_precision@10']:.3f} "
+        f"({summary['heldout_queries']} queries, {summary['gallery']} images)"
+    )
+    print(_compose_line(summary["compose"]))
 
 
 def _compose_line(c: dict) -> str:

@@ -293,43 +293,55 @@ def measure_throughput(
         warm_up(encoder, workload)
         pixels, texts = workload.image_inputs(encoder), workload.caption_inputs(encoder)
         piped = workload.pipeline(encoder)
-        image_rate, image_vectors = ceiling_images(encoder, pixels)
-        caption_rate, caption_vectors = ceiling_captions(encoder, texts)
-        result = {
-            "device": str(encoder.device),
-            "dtype": encoder.precision.name,
-            "precision": encoder.precision.to_dict(),
-            "fast_paths": encoder.fast_paths(),
-            "images": workload.images,
-            "captions": workload.captions,
-            "batch_size": workload.batch_size,
-            "text_batch_size": workload.text_batch_size,
-            "workers": workload.workers,
-            "images_per_second": {"pipeline": piped["images"], "ceiling": round(image_rate, 3)},
-            "captions_per_second": {"pipeline": piped["captions"], "ceiling": round(caption_rate, 3)},
-            "pipeline_vs_ceiling": {
-                "images": round(piped["images"] / image_rate, 3),
-                "captions": round(piped["captions"] / caption_rate, 3),
-            },
-            "upper_bound_held": {
-                "images": upper_bound(piped["images"], image_rate),
-                "captions": upper_bound(piped["captions"], caption_rate),
-            },
-            # the ceiling ran the pipeline's own rows and batches: its vectors are the pipeline's
-            "ceiling_vs_pipeline_max_difference": {
-                "images": max_difference(image_vectors, piped["image_vectors"]),
-                "captions": max_difference(caption_vectors, piped["text_vectors"]),
-            },
-            "stage_seconds": piped["stage_seconds"],
-        }
+        result = _against_ceiling(encoder, workload, piped, pixels, texts)
         if plain is not None:
-            warm_up(plain, workload)
-            plain_image, _ = plain_images(plain.model, workload.image_inputs(plain))
-            plain_caption, _ = plain_captions(plain.model, workload.caption_inputs(plain))
-            result["images_per_second"]["plain"] = round(plain_image, 3)
-            result["captions_per_second"]["plain"] = round(plain_caption, 3)
-            result["pipeline_vs_plain"] = {
-                "images": round(piped["images"] / plain_image, 3),
-                "captions": round(piped["captions"] / plain_caption, 3),
-            }
+            _add_plain(result, plain, workload, piped)
         return result
+
+
+def _against_ceiling(
+    encoder, workload: Workload, piped: dict, pixels: list[torch.Tensor], texts: list[CaptionBatch]
+) -> dict:
+    """The run's settings, and the pipeline's rates against the ceiling measured now on the same batches."""
+    image_rate, image_vectors = ceiling_images(encoder, pixels)
+    caption_rate, caption_vectors = ceiling_captions(encoder, texts)
+    return {
+        "device": str(encoder.device),
+        "dtype": encoder.precision.name,
+        "precision": encoder.precision.to_dict(),
+        "fast_paths": encoder.fast_paths(),
+        "images": workload.images,
+        "captions": workload.captions,
+        "batch_size": workload.batch_size,
+        "text_batch_size": workload.text_batch_size,
+        "workers": workload.workers,
+        "images_per_second": {"pipeline": piped["images"], "ceiling": round(image_rate, 3)},
+        "captions_per_second": {"pipeline": piped["captions"], "ceiling": round(caption_rate, 3)},
+        "pipeline_vs_ceiling": {
+            "images": round(piped["images"] / image_rate, 3),
+            "captions": round(piped["captions"] / caption_rate, 3),
+        },
+        "upper_bound_held": {
+            "images": upper_bound(piped["images"], image_rate),
+            "captions": upper_bound(piped["captions"], caption_rate),
+        },
+        # the ceiling ran the pipeline's own rows and batches: its vectors are the pipeline's
+        "ceiling_vs_pipeline_max_difference": {
+            "images": max_difference(image_vectors, piped["image_vectors"]),
+            "captions": max_difference(caption_vectors, piped["text_vectors"]),
+        },
+        "stage_seconds": piped["stage_seconds"],
+    }
+
+
+def _add_plain(result: dict, plain, workload: Workload, piped: dict) -> None:
+    """The peer's rates (the model as transformers runs it) into ``result``, beside the pipeline's."""
+    warm_up(plain, workload)
+    plain_image, _ = plain_images(plain.model, workload.image_inputs(plain))
+    plain_caption, _ = plain_captions(plain.model, workload.caption_inputs(plain))
+    result["images_per_second"]["plain"] = round(plain_image, 3)
+    result["captions_per_second"]["plain"] = round(plain_caption, 3)
+    result["pipeline_vs_plain"] = {
+        "images": round(piped["images"] / plain_image, 3),
+        "captions": round(piped["captions"] / plain_caption, 3),
+    }

@@ -20,6 +20,7 @@ from fashion_retrieval.cli.common import (
 from fashion_retrieval.config import AUTO_BATCH, EmbedConfig, ModelConfig, default_workers
 
 
+# Long only by its option declarations (Typer reads them from the signature); body: 29 lines, 19 passing options on.
 @app.command()
 @user_errors
 def embed(
@@ -125,7 +126,11 @@ def embed(
     summary = embed_catalog(config, progress=not as_json)
     if as_json:
         print_json(summary)
-        return
+    else:
+        _print_embed_summary(summary, out)
+
+
+def _print_embed_summary(summary: dict, out: str) -> None:
     if summary["status"] == "already complete":
         typer.echo(
             f"{out}: already complete ({summary['embedded']} embedded, {summary['failed']} failed); nothing to do"
@@ -197,7 +202,12 @@ def bench(
     result = measure_throughput(encoder, images=images, captions=captions, batch_size=batch_size, plain=twin)
     if as_json:
         print_json(result)
-        return
+    else:
+        _print_bench(result)
+
+
+def _print_bench(result: dict) -> None:
+    """Pipeline against ceiling (and against plain transformers when measured), for images then captions."""
     typer.echo(
         f"{result['device']} ({result['dtype']}: {result['precision']['reason']}), batch {result['batch_size']} "
         f"images / {result['text_batch_size']} captions; {result['images']} images, {result['captions']} captions"

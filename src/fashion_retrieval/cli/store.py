@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +25,11 @@ from fashion_retrieval.cli.common import (
     print_json,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from fashion_retrieval.search.base import SearchResponse
+    from fashion_retrieval.search.searcher import Searcher
+    from fashion_retrieval.store.milvus import MilvusStore, MilvusTarget
 
 
 @app.command()
@@ -45,51 +52,77 @@ def schema(
     as_json: JsonOpt = False,
 ) -> None:
     """Create, describe or drop the Milvus collection (pk, image/text vectors, a field per attribute)."""
-    from fashion_retrieval.errors import StoreError
-    from fashion_retrieval.store.milvus import MilvusStore
-
-    store = MilvusStore(milvus_target(db, uri, token, collection, index_type), must_exist=False)
-    try:
-        if action == "create":
-            if not embeddings:
-                raise StoreError(
-                    "schema create needs --embeddings DIR (it takes the model identity, dimension "
-                    "and attributes from it)"
-                )
-            from fashion_retrieval.embeddings import load_embeddings
-            from fashion_retrieval.store.base import BASE_FIELDS
-
-            data = load_embeddings(embeddings, mmap=True)
-            if store.exists():
-                raise StoreError(f"{store.description} exists already (drop it first, or just run index)")
-            store.create(
-                int(data.image_embeddings.shape[1]),
-                [c for c in data.metadata.columns if c not in BASE_FIELDS],
-                data.identity,
-                has_text=data.text_embeddings is not None,
-                precision=data.manifest.get("precision"),
-            )
-            result = store.describe()
-        elif action == "describe":
-            store.require()
-            result = store.describe()
-        elif action == "drop":
-            result = {"dropped": store.drop(), "collection": collection}
-        else:
-            raise StoreError(f"unknown action {action!r}: use create, describe or drop")
-    finally:
-        store.close()
+    target = milvus_target(db, uri, token, collection, index_type)
+    result = _run_schema_action(action, target, embeddings, collection)
     if as_json:
         print_json(result)
     elif action == "drop":
         typer.echo(f"dropped {collection}" if result["dropped"] else f"{collection} did not exist")
     else:
-        typer.echo(f"{result['collection']} at {result['address']}: {result['count']} rows")
-        for f in result["fields"]:
-            typer.echo(f"  {f['name']:<18} {f['type']}" + (f" dim={f['dim']}" if "dim" in f else ""))
-        typer.echo(f"  indexes: {result['indexes']}")
-        model = result["model"] or {}
-        typer.echo(f"  model: {model.get('key')} base={model.get('base')} checkpoint={model.get('checkpoint')}")
+        _print_collection(result)
+
+
+def _run_schema_action(action: str, target: MilvusTarget, embeddings: str | None, collection: str) -> dict:
+    from fashion_retrieval.errors import StoreError
+    from fashion_retrieval.store.milvus import MilvusStore
+
+    store = MilvusStore(target, must_exist=False)
+    try:
+        run = _SCHEMA_ACTIONS.get(action)
+        if run is None:
+            raise StoreError(f"unknown action {action!r}: use create, describe or drop")
+        return run(store, embeddings, collection)
+    finally:
+        store.close()
+
+
+def _schema_create(store: MilvusStore, embeddings: str | None, collection: str) -> dict:
+    """The collection as the embeddings folder describes it: its model identity, dimension and attributes."""
+    from fashion_retrieval.errors import StoreError
+
+    if not embeddings:
+        raise StoreError(
+            "schema create needs --embeddings DIR (it takes the model identity, dimension and attributes from it)"
+        )
+    from fashion_retrieval.embeddings import load_embeddings
+    from fashion_retrieval.store.base import BASE_FIELDS
+
+    data = load_embeddings(embeddings, mmap=True)
+    if store.exists():
+        raise StoreError(f"{store.description} exists already (drop it first, or just run index)")
+    store.create(
+        int(data.image_embeddings.shape[1]),
+        [c for c in data.metadata.columns if c not in BASE_FIELDS],
+        data.identity,
+        has_text=data.text_embeddings is not None,
+        precision=data.manifest.get("precision"),
+    )
+    return store.describe()
+
+
+def _schema_describe(store: MilvusStore, embeddings: str | None, collection: str) -> dict:
+    store.require()
+    return store.describe()
+
+
+def _schema_drop(store: MilvusStore, embeddings: str | None, collection: str) -> dict:
+    return {"dropped": store.drop(), "collection": collection}
+
+
+_SCHEMA_ACTIONS: dict[str, Callable[[MilvusStore, str | None, str], dict]] = {
+    "create": _schema_create,
+    "describe": _schema_describe,
+    "drop": _schema_drop,
+}
+
+
+def _print_collection(result: dict) -> None:
+    typer.echo(f"{result['collection']} at {result['address']}: {result['count']} rows")
+    for f in result["fields"]:
+        typer.echo(f"  {f['name']:<18} {f['type']}" + (f" dim={f['dim']}" if "dim" in f else ""))
+    typer.echo(f"  indexes: {result['indexes']}")
+    model = result["model"] or {}
+    typer.echo(f"  model: {model.get('key')} base={model.get('base')} checkpoint={model.get('checkpoint')}")
 
 
 @app.command()
@@ -121,6 +154,7 @@ def index(
         )
 
 
+# Long only by its option declarations (Typer reads them from the signature); body: 45 lines, 26 passing options on.
 @app.command()
 @user_errors
 def search(
@@ -164,19 +198,24 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Search by text, by image, or both (hybrid), with filters; a table, or JSON with --json."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from fashion_retrieval.errors import QueryError
     from fashion_retrieval.store.base import parse_filters
 
-    composing = compose or item is not None or bool(like) or bool(unlike)
-    if text is None and image is None and not composing:
-        raise QueryError("give a TEXT query, an --image, or both (or --compose with --item/--image)")
-    if rerank and (text is None or composing):
-        raise QueryError("--rerank needs a plain TEXT query (the ITM head scores text against images)")
-    if minus and not composing and (image is not None or against != "image"):
-        raise QueryError("--minus works on a text search or with --compose")
+    request = _SearchRequest(
+        text=text,
+        image=image,
+        composing=compose or item is not None or bool(like) or bool(unlike),
+        item=item,
+        minus=minus or (),
+        like=like or (),
+        unlike=unlike or (),
+        method=method,
+        alpha=alpha,
+        top_k=top_k,
+        against=against,
+        fusion=fusion,
+        rerank=rerank,
+    )
+    request.check()
     filters = parse_filters(filter_)
     from fashion_retrieval.search.searcher import open_searcher
 
@@ -196,33 +235,80 @@ def search(
         dtype=dtype,
     )
     try:
-        if composing:
-            response = searcher.compose(
-                text,
-                item=item,
-                image=image,
-                minus=minus or (),
-                like=like or (),
-                unlike=unlike or (),
-                method=method,
-                top_k=top_k,
-                filters=filters,
-            )
-        elif text is not None and image is not None:
-            response = searcher.hybrid(
-                text, image, alpha=alpha, fusion=fusion, top_k=top_k, filters=filters, against=against, rerank=rerank
-            )
-        elif text is not None:
-            response = searcher.text(
-                text, top_k=top_k, filters=filters, against=against, rerank=rerank, minus=minus or ()
-            )
-        else:
-            response = searcher.image(image, top_k=top_k, filters=filters, against=against)
+        response = request.run(searcher, filters)
     finally:
         searcher.store.close()
     if as_json:
         print_json({"query": response.query, "results": [h.to_dict() for h in response.results], **response.extra})
-        return
+    else:
+        _print_results(response)
+
+
+@dataclass(frozen=True)
+class _SearchRequest:
+    """The query options of ``search``; which searcher call they make is decided here."""
+
+    text: str | None
+    image: Path | None
+    composing: bool
+    item: str | None
+    minus: Sequence[str]
+    like: Sequence[str]
+    unlike: Sequence[str]
+    method: str | None
+    alpha: float
+    top_k: int
+    against: str
+    fusion: str
+    rerank: int
+
+    def check(self) -> None:
+        """Refuse option combinations no search answers, before the model loads."""
+        from fashion_retrieval.errors import QueryError
+
+        if self.text is None and self.image is None and not self.composing:
+            raise QueryError("give a TEXT query, an --image, or both (or --compose with --item/--image)")
+        if self.rerank and (self.text is None or self.composing):
+            raise QueryError("--rerank needs a plain TEXT query (the ITM head scores text against images)")
+        if self.minus and not self.composing and (self.image is not None or self.against != "image"):
+            raise QueryError("--minus works on a text search or with --compose")
+
+    def run(self, searcher: Searcher, filters: dict) -> SearchResponse:
+        if self.composing:
+            return searcher.compose(
+                self.text,
+                item=self.item,
+                image=self.image,
+                minus=self.minus,
+                like=self.like,
+                unlike=self.unlike,
+                method=self.method,
+                top_k=self.top_k,
+                filters=filters,
+            )
+        if self.text is not None and self.image is not None:
+            return searcher.hybrid(
+                self.text,
+                self.image,
+                alpha=self.alpha,
+                fusion=self.fusion,
+                top_k=self.top_k,
+                filters=filters,
+                against=self.against,
+                rerank=self.rerank,
+            )
+        if self.text is not None:
+            return searcher.text(
+                self.text, top_k=self.top_k, filters=filters, against=self.against, rerank=self.rerank, minus=self.minus
+            )
+        return searcher.image(self.image, top_k=self.top_k, filters=filters, against=self.against)
+
+
+def _print_results(response: SearchResponse) -> None:
+    """A table of the hits (with gender and product type when the store has them); a composed caption to stderr."""
+    from rich.console import Console
+    from rich.table import Table
+
     if response.extra.get("composed_caption"):
         Console(stderr=True).print(f"composed caption: {response.extra['composed_caption']}")
     table = Table(title=f"{len(response.results)} results ({response.seconds * 1000:.0f} ms)")

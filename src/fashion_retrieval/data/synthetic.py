@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,148 +66,129 @@ class SyntheticItem:
     caption: str
 
 
+Point = tuple[float, float]
+# Outlines as fractions of the frame side, clockwise from the neckline.
+_OUTLINES: dict[str, tuple[Point, ...]] = {
+    "t-shirt": (
+        (0.3, 0.1),
+        (0.7, 0.1),
+        (0.98, 0.3),
+        (0.85, 0.45),
+        (0.75, 0.38),
+        (0.75, 0.95),
+        (0.25, 0.95),
+        (0.25, 0.38),
+        (0.15, 0.45),
+        (0.02, 0.3),
+    ),
+    "shirt": (
+        (0.3, 0.08),
+        (0.7, 0.08),
+        (0.9, 0.2),
+        (0.98, 0.95),
+        (0.84, 0.95),
+        (0.76, 0.4),
+        (0.76, 0.95),
+        (0.24, 0.95),
+        (0.24, 0.4),
+        (0.16, 0.95),
+        (0.02, 0.95),
+        (0.1, 0.2),
+    ),
+    "dress": ((0.36, 0.02), (0.64, 0.02), (0.66, 0.38), (0.95, 0.98), (0.05, 0.98), (0.34, 0.38)),
+    "skirt": ((0.3, 0.15), (0.7, 0.15), (0.97, 0.85), (0.03, 0.85)),
+    "trousers": ((0.22, 0.02), (0.78, 0.02), (0.88, 0.98), (0.57, 0.98), (0.5, 0.35), (0.43, 0.98), (0.12, 0.98)),
+    "shorts": ((0.12, 0.2), (0.88, 0.2), (0.98, 0.75), (0.56, 0.75), (0.5, 0.45), (0.44, 0.75), (0.02, 0.75)),
+    "jacket": (
+        (0.28, 0.05),
+        (0.72, 0.05),
+        (0.92, 0.2),
+        (1.0, 0.98),
+        (0.84, 0.98),
+        (0.77, 0.45),
+        (0.77, 0.98),
+        (0.23, 0.98),
+        (0.23, 0.45),
+        (0.16, 0.98),
+        (0.0, 0.98),
+        (0.08, 0.2),
+    ),
+    "hoodie": (
+        (0.25, 0.25),
+        (0.75, 0.25),
+        (0.95, 0.4),
+        (0.99, 0.98),
+        (0.85, 0.98),
+        (0.77, 0.55),
+        (0.77, 0.98),
+        (0.23, 0.98),
+        (0.23, 0.55),
+        (0.15, 0.98),
+        (0.01, 0.98),
+        (0.05, 0.4),
+    ),
+}
+
+
+class _Pen:
+    """Draws on a mask in coordinates given as fractions of its side."""
+
+    def __init__(self, mask: Image.Image) -> None:
+        self.side = mask.width
+        self.draw = ImageDraw.Draw(mask)
+
+    def at(self, *points: Point) -> list[Point]:
+        return [(x * self.side, y * self.side) for x, y in points]
+
+
+# Details cut out of (fill=0) or added to (fill=255) a garment's outline, one function per garment family.
+def _tee_details(pen: _Pen) -> None:
+    pen.draw.ellipse(pen.at((0.4, 0.03), (0.6, 0.17)), fill=0)  # neck hole
+
+
+def _shirt_details(pen: _Pen) -> None:
+    pen.draw.polygon(pen.at((0.38, 0.08), (0.5, 0.22), (0.62, 0.08)), fill=0)  # collar opening
+    pen.draw.line(pen.at((0.5, 0.22), (0.5, 0.95)), fill=0, width=max(1, pen.side // 40))  # button placket
+
+
+def _dress_details(pen: _Pen) -> None:
+    pen.draw.ellipse(pen.at((0.42, -0.04), (0.58, 0.1)), fill=0)  # neckline
+
+
+def _bottoms_details(pen: _Pen) -> None:
+    """Skirts, trousers and shorts: the outline alone."""
+
+
+def _jacket_details(pen: _Pen) -> None:
+    pen.draw.polygon(pen.at((0.44, 0.05), (0.56, 0.05), (0.53, 0.98), (0.47, 0.98)), fill=0)  # open front
+
+
+def _hoodie_details(pen: _Pen) -> None:
+    pen.draw.ellipse(pen.at((0.3, 0.0), (0.7, 0.38)), fill=255)  # hood
+    pen.draw.ellipse(pen.at((0.4, 0.1), (0.6, 0.3)), fill=0)
+    pen.draw.rectangle(pen.at((0.35, 0.7), (0.65, 0.85)), fill=0)  # front pocket
+
+
+_DETAILS: dict[str, Callable[[_Pen], None]] = {
+    "t-shirt": _tee_details,
+    "shirt": _shirt_details,
+    "dress": _dress_details,
+    "skirt": _bottoms_details,
+    "trousers": _bottoms_details,
+    "shorts": _bottoms_details,
+    "jacket": _jacket_details,
+    "hoodie": _hoodie_details,
+}
+
+
 def _silhouette(garment: str, s: int) -> Image.Image:
     """A white-on-black mask of the garment filling most of an s x s frame."""
-    mask = Image.new("L", (s, s), 0)
-    d = ImageDraw.Draw(mask)
-
-    def p(*xy: float) -> list[tuple[float, float]]:
-        return [(xy[i] * s, xy[i + 1] * s) for i in range(0, len(xy), 2)]
-
-    if garment == "t-shirt":
-        d.polygon(
-            p(
-                0.3,
-                0.1,
-                0.7,
-                0.1,
-                0.98,
-                0.3,
-                0.85,
-                0.45,
-                0.75,
-                0.38,
-                0.75,
-                0.95,
-                0.25,
-                0.95,
-                0.25,
-                0.38,
-                0.15,
-                0.45,
-                0.02,
-                0.3,
-            ),
-            fill=255,
-        )
-        d.ellipse(p(0.4, 0.03, 0.6, 0.17), fill=0)
-    elif garment == "shirt":
-        d.polygon(
-            p(
-                0.3,
-                0.08,
-                0.7,
-                0.08,
-                0.9,
-                0.2,
-                0.98,
-                0.95,
-                0.84,
-                0.95,
-                0.76,
-                0.4,
-                0.76,
-                0.95,
-                0.24,
-                0.95,
-                0.24,
-                0.4,
-                0.16,
-                0.95,
-                0.02,
-                0.95,
-                0.1,
-                0.2,
-            ),
-            fill=255,
-        )
-        d.polygon(p(0.38, 0.08, 0.5, 0.22, 0.62, 0.08), fill=0)
-        d.line(p(0.5, 0.22, 0.5, 0.95), fill=0, width=max(1, s // 40))
-    elif garment == "dress":
-        d.polygon(p(0.36, 0.02, 0.64, 0.02, 0.66, 0.38, 0.95, 0.98, 0.05, 0.98, 0.34, 0.38), fill=255)
-        d.ellipse(p(0.42, -0.04, 0.58, 0.1), fill=0)
-    elif garment == "skirt":
-        d.polygon(p(0.3, 0.15, 0.7, 0.15, 0.97, 0.85, 0.03, 0.85), fill=255)
-    elif garment == "trousers":
-        d.polygon(p(0.22, 0.02, 0.78, 0.02, 0.88, 0.98, 0.57, 0.98, 0.5, 0.35, 0.43, 0.98, 0.12, 0.98), fill=255)
-    elif garment == "shorts":
-        d.polygon(p(0.12, 0.2, 0.88, 0.2, 0.98, 0.75, 0.56, 0.75, 0.5, 0.45, 0.44, 0.75, 0.02, 0.75), fill=255)
-    elif garment == "jacket":
-        d.polygon(
-            p(
-                0.28,
-                0.05,
-                0.72,
-                0.05,
-                0.92,
-                0.2,
-                1.0,
-                0.98,
-                0.84,
-                0.98,
-                0.77,
-                0.45,
-                0.77,
-                0.98,
-                0.23,
-                0.98,
-                0.23,
-                0.45,
-                0.16,
-                0.98,
-                0.0,
-                0.98,
-                0.08,
-                0.2,
-            ),
-            fill=255,
-        )
-        d.polygon(p(0.44, 0.05, 0.56, 0.05, 0.53, 0.98, 0.47, 0.98), fill=0)  # open front
-    elif garment == "hoodie":
-        d.polygon(
-            p(
-                0.25,
-                0.25,
-                0.75,
-                0.25,
-                0.95,
-                0.4,
-                0.99,
-                0.98,
-                0.85,
-                0.98,
-                0.77,
-                0.55,
-                0.77,
-                0.98,
-                0.23,
-                0.98,
-                0.23,
-                0.55,
-                0.15,
-                0.98,
-                0.01,
-                0.98,
-                0.05,
-                0.4,
-            ),
-            fill=255,
-        )
-        d.ellipse(p(0.3, 0.0, 0.7, 0.38), fill=255)  # hood
-        d.ellipse(p(0.4, 0.1, 0.6, 0.3), fill=0)
-        d.rectangle(p(0.35, 0.7, 0.65, 0.85), fill=0)  # front pocket
-    else:
+    if garment not in _DETAILS:
         raise ValueError(f"unknown garment {garment!r}")
+    mask = Image.new("L", (s, s), 0)
+    pen = _Pen(mask)
+    pen.draw.polygon(pen.at(*_OUTLINES[garment]), fill=255)
+    _DETAILS[garment](pen)
     return mask
 
 

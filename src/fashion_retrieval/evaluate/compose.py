@@ -22,7 +22,7 @@ Every reported figure at the weights it names; a sweep of each weight is in ``sw
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -196,6 +196,40 @@ def _negatives(data, mapping, references, texts, weights, sweeps=True) -> dict:
     image = data.image_embeddings
     out: dict[str, dict] = {}
     captions = data.metadata["caption"].astype(str).to_numpy()
+    variants = _negative_variants(weights, sweeps)
+    for attribute in mapping.negative_attributes:
+        a = names.index(attribute)
+        others = np.delete(np.arange(len(names)), a)
+        terms = mapping.attributes[attribute].terms
+        xs = [mapping.description(dict(zip(names, values[r], strict=True)), omit=attribute) for r in references]
+        x_vecs = texts(xs)
+        totals = {name: [] for name in variants}
+        chosen = []
+        for i, r in enumerate(references):
+            y = _most_seen_term(image @ x_vecs[i], r, values[:, a], terms)
+            if y is None:
+                continue
+            chosen.append(y)
+            positive = (values[:, others] == values[r, others]).all(axis=1)
+            positive[r] = False
+            free = values[:, a] != y
+            text_vecs = {MODIFIER: x_vecs[i], f"{NEGATIVE}0": texts([terms[y]])[0]}
+            for name, w in variants.items():
+                top = _top10_without(image, captions, text_vecs, r, terms[y], w)
+                totals[name].append(
+                    (free[top].mean(), positive[top].any(), (positive & free)[top].any(), positive[top].mean())
+                )
+        out[attribute] = {
+            "queries": len(chosen),
+            "separability_auc": _separability(image, values[:, a], chosen, terms, texts),
+            "example": f"{xs[0]} | without {terms.get(chosen[0], '')}" if chosen else None,
+            **_negative_means(totals),
+        }
+    return out
+
+
+def _negative_variants(weights: ComposeWeights, sweeps: bool) -> dict[str, ComposeWeights]:
+    """The weights each negative method runs at: none, the default, and (with ``sweeps``) each subtract/penalty."""
     variants = {"no negative": weights.with_(negative_subtract=0.0, negative_penalty=0.0, caption_mentions=False)}
     variants["embedding only (penalty 1.0)"] = weights.with_(caption_mentions=False)
     embedding = weights.with_(caption_mentions=False)  # the sweeps measure the embedding signal alone
@@ -210,58 +244,46 @@ def _negatives(data, mapping, references, texts, weights, sweeps=True) -> dict:
     variants["default"] = weights
     if not sweeps:
         variants = {name: variants[name] for name in ("no negative", "default")}
-    for attribute in mapping.negative_attributes:
-        a = names.index(attribute)
-        others = np.delete(np.arange(len(names)), a)
-        terms = mapping.attributes[attribute].terms
-        xs = [mapping.description(dict(zip(names, values[r], strict=True)), omit=attribute) for r in references]
-        x_vecs = texts(xs)
-        totals = {name: [] for name in variants}
-        chosen = []
-        for i, r in enumerate(references):
-            scores = image @ x_vecs[i]
-            scores[r] = -np.inf
-            top = top_k_indices(scores, 10)
-            counts = {}
-            for v in values[top, a]:
-                if v in terms:
-                    counts[v] = counts.get(v, 0) + 1
-            if not counts:
-                continue
-            y = max(counts, key=lambda v: counts[v])  # max keeps the first-seen value among ties
-            chosen.append(y)
-            positive = (values[:, others] == values[r, others]).all(axis=1)
-            positive[r] = False
-            free = values[:, a] != y
-            text_vecs = {MODIFIER: x_vecs[i], f"{NEGATIVE}0": texts([terms[y]])[0]}
-            for name, w in variants.items():
-                query = compose_query(None, text_vecs, "text", w)
-                scores = image @ query
-                scores[r] = -np.inf
-                pool = top_k_indices(scores, w.pool)
-                negative = text_vecs[f"{NEGATIVE}0"][None]
-                rescored = score_without(image[pool], scores[pool], captions[pool], [terms[y]], negative, w)
-                top = pool[top_k_indices(rescored, 10)]
-                totals[name].append(
-                    (free[top].mean(), positive[top].any(), (positive & free)[top].any(), positive[top].mean())
-                )
-        out[attribute] = {
-            "queries": len(chosen),
-            "separability_auc": _separability(image, values[:, a], chosen, terms, texts),
-            "example": f"{xs[0]} | without {terms.get(chosen[0], '')}" if chosen else None,
-            **{
-                name: dict(
-                    zip(
-                        ("free_of_y@10", "recall@10", "recall@10_not_y", "precision@10"),
-                        (round(float(x), 4) for x in np.mean(rows, axis=0)),
-                        strict=True,
-                    )
-                )
-                for name, rows in totals.items()
-                if rows
-            },
-        }
-    return out
+    return variants
+
+
+def _most_seen_term(scores: np.ndarray, reference: int, column: np.ndarray, terms: Mapping[str, str]) -> str | None:
+    """Y: the value (one with a term) most frequent in the top 10 of X, the reference left out; None if none has."""
+    scores[reference] = -np.inf
+    counts: dict[str, int] = {}
+    for v in column[top_k_indices(scores, 10)]:
+        if v in terms:
+            counts[v] = counts.get(v, 0) + 1
+    if not counts:
+        return None
+    return max(counts, key=lambda v: counts[v])  # max keeps the first-seen value among ties
+
+
+def _top10_without(
+    image: np.ndarray, captions: np.ndarray, text_vecs: dict, reference: int, y_term: str, w: ComposeWeights
+) -> np.ndarray:
+    """The top 10 rows for 'X without Y' at weights ``w``: a pool by embedding, rescored with the negative."""
+    scores = image @ compose_query(None, text_vecs, "text", w)
+    scores[reference] = -np.inf
+    pool = top_k_indices(scores, w.pool)
+    negative = text_vecs[f"{NEGATIVE}0"][None]
+    rescored = score_without(image[pool], scores[pool], captions[pool], [y_term], negative, w)
+    return pool[top_k_indices(rescored, 10)]
+
+
+def _negative_means(totals: dict[str, list[tuple]]) -> dict[str, dict[str, float]]:
+    """Per method, the mean over queries of (share free of Y, recall, recall free of Y, precision) in the top 10."""
+    return {
+        name: dict(
+            zip(
+                ("free_of_y@10", "recall@10", "recall@10_not_y", "precision@10"),
+                (round(float(x), 4) for x in np.mean(rows, axis=0)),
+                strict=True,
+            )
+        )
+        for name, rows in totals.items()
+        if rows
+    }
 
 
 def _separability(image: np.ndarray, column: np.ndarray, chosen: Sequence[str], terms, texts) -> float | None:

@@ -223,16 +223,8 @@ figure{margin:0;text-align:center;font-size:.8rem}figure img{height:120px;border
 figure.hit img{border-color:#2b8a3e}.pair{display:flex;gap:.3rem;align-items:center;font-size:.7rem}"""
 
 
-def write_report(config: ReportConfig, *, progress: bool = True) -> dict:
-    data = load_embeddings(config.embeddings)
-    if data.text_embeddings is None:
-        from fashion_retrieval.errors import FashionRetrievalError
-
-        raise FashionRetrievalError(f"{config.embeddings} has no caption embeddings: the report needs both")
-    out = Path(config.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(config.seed)
-    steps = progress_bar(6, "report", "step", enabled=progress)
+def counts_section(data: EmbeddingSet) -> str:
+    """Items, embedded, failed and the model; the first 20 failures with their reasons."""
     summary = data.manifest.get("summary", {})
     counts = (
         f"<h2>Counts</h2><table><tr><th>items</th><th>embedded</th><th>failed</th><th>model</th></tr>"
@@ -245,19 +237,37 @@ def write_report(config: ReportConfig, *, progress: bool = True) -> dict:
             for f in data.failures[:20]
         )
         counts += f"<p>Failures (first 20 of {len(data.failures)}):</p><table>{rows}</table>"
+    return counts
+
+
+def quality_section(metrics: dict, folder: Path) -> str:
+    """Both directions' metrics in one table, then the recall figures of ``recall_section``."""
+    overall = "".join(
+        f"<tr><th>{d}</th>" + "".join(f"<td>{v:.3f}</td>" for v in metrics[d].values()) + "</tr>"
+        for d in ("text_to_image", "image_to_text")
+    )
+    header = "<tr><th></th>" + "".join(f"<th>{k}</th>" for k in metrics["text_to_image"]) + "</tr>"
+    return f"<h2>Retrieval quality</h2><table>{header}{overall}</table>" + recall_section(metrics, folder)
+
+
+def write_report(config: ReportConfig, *, progress: bool = True) -> dict:
+    data = load_embeddings(config.embeddings)
+    if data.text_embeddings is None:
+        from fashion_retrieval.errors import FashionRetrievalError
+
+        raise FashionRetrievalError(f"{config.embeddings} has no caption embeddings: the report needs both")
+    out = Path(config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(config.seed)
+    steps = progress_bar(6, "report", "step", enabled=progress)
+    counts = counts_section(data)
     steps.update()
     similarity_html, similarity_stats = similarity_section(data, out.parent, rng)
     steps.update()
     map_html, map_stats = map_section(data, out.parent, rng, config.seed)
     steps.update()
     metrics = evaluate_embeddings(EvalConfig(config.embeddings))
-    recall_html = recall_section(metrics, out.parent)
-    overall = "".join(
-        f"<tr><th>{d}</th>" + "".join(f"<td>{v:.3f}</td>" for v in metrics[d].values()) + "</tr>"
-        for d in ("text_to_image", "image_to_text")
-    )
-    header = "<tr><th></th>" + "".join(f"<th>{k}</th>" for k in metrics["text_to_image"]) + "</tr>"
-    recall_html = f"<h2>Retrieval quality</h2><table>{header}{overall}</table>" + recall_html
+    recall_html = quality_section(metrics, out.parent)
     steps.update()
     samples_html = samples_section(data, rng, config.samples)
     steps.update()

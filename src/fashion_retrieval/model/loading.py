@@ -271,7 +271,9 @@ def load_model(
     torch_device = resolve_device(device)
     model = model.to(torch_device).eval()
     model, precision = choose_precision(model, family, processors, torch_device, dtype, identity_key=identity.key)
-    log.info("%s model %s on %s in %s (%s)", family.label, identity.key, torch_device, precision.name, precision.reason)
+    log.info(
+        "model %s (%s) on %s in %s (%s)", identity.key, family.label, torch_device, precision.name, precision.reason
+    )
     return LoadedModel(model.eval(), family, processors, identity, ckpt, torch_device, precision)
 
 

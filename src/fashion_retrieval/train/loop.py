@@ -12,6 +12,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from fashion_retrieval.data.images import ImagePreprocessor
-from fashion_retrieval.data.records import ColumnMap, read_catalog
+from fashion_retrieval.data.records import Catalog, ColumnMap, read_catalog
 from fashion_retrieval.errors import FashionRetrievalError
 from fashion_retrieval.evaluate.metrics import recall_report
 from fashion_retrieval.files import atomic_save, atomic_write_bytes
@@ -88,21 +89,35 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.out = Path(config.out)
-        torch.manual_seed(config.seed)
-        catalog = read_catalog(config.catalog, images_dir=config.images_dir, columns=ColumnMap()).head(config.limit)
-        missing = [a for a in (*config.match_attributes, *config.partial_attributes) if a not in catalog.attributes]
-        if missing:
+        torch.manual_seed(config.seed)  # before the model is built: LoRA's initial weights are random
+        catalog = _read_catalog(config)
+        n_val = self._split(len(catalog))
+        self._setup_model()
+        self._setup_optimizer()
+        self._setup_data(catalog, n_val)
+        # Mixed precision on GPUs only (bf16 needs no loss scaling); weights and optimizer stay fp32.
+        bf16_ok = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.amp = (config.dtype == "bf16" and self.device.type != "cpu") or (config.dtype == "auto" and bf16_ok)
+        self.history: list[dict] = []
+        self.best: float = -1.0
+        self.start_epoch, self.step, self.elapsed = 0, 0, 0.0
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _split(self, n_items: int) -> int:
+        """Draw the validation rows (the rest train); returns how many validate."""
+        config = self.config
+        order = np.random.default_rng(config.seed).permutation(n_items)
+        n_val = int(round(n_items * config.val_fraction))
+        if n_items - n_val < config.batch_size:
             raise FashionRetrievalError(
-                f"attribute(s) {', '.join(missing)} not in the catalogue; it has {', '.join(catalog.attributes)}"
-            )
-        rng = np.random.default_rng(config.seed)
-        order = rng.permutation(len(catalog))
-        n_val = int(round(len(catalog) * config.val_fraction))
-        if len(catalog) - n_val < config.batch_size:
-            raise FashionRetrievalError(
-                f"{len(catalog) - n_val} training items is fewer than one batch of {config.batch_size}"
+                f"{n_items - n_val} training items is fewer than one batch of {config.batch_size}"
             )
         self.val_rows, self.train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
+        return n_val
+
+    def _setup_model(self) -> None:
+        """Load BLIP in fp32 and, unless ``full``, wrap it with LoRA adapters (``self.model`` is what trains)."""
+        config = self.config
         loaded = load_model(
             config.base, config.checkpoint, lora_alpha=config.lora_alpha, device=config.device, dtype="fp32"
         )
@@ -123,9 +138,15 @@ class Trainer:
             )
             self.model = get_peft_model(self.blip, lora)
         self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07), device=self.device))
+
+    def _setup_optimizer(self) -> None:
         params = [p for p in self.model.parameters() if p.requires_grad] + [self.logit_scale]
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        preprocess = ImagePreprocessor.from_processor(loaded.processor)
+        self.optimizer = torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+
+    def _setup_data(self, catalog: Catalog, n_val: int) -> None:
+        """Build the training and validation sets, leaving unreadable images out (fatal if too few remain)."""
+        config = self.config
+        preprocess = ImagePreprocessor.from_processor(self.processor)
         full_keys, partial_keys = list(config.match_attributes), list(config.partial_attributes)
         self.train_set = PairDataset(catalog, self.train_rows, preprocess, full_keys, partial_keys, config.on_error)
         self.val_set = PairDataset(catalog, self.val_rows, preprocess, [], [], config.on_error) if n_val else None
@@ -142,12 +163,6 @@ class Trainer:
             )
         if self.val_set is not None and len(self.val_set) == 0:
             self.val_set = None
-        # Mixed precision on GPUs only (bf16 needs no loss scaling); weights and optimizer stay fp32.
-        bf16_ok = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-        self.amp = (config.dtype == "bf16" and self.device.type != "cpu") or (config.dtype == "auto" and bf16_ok)
-        self.history: list[dict] = []
-        self.best: float = -1.0
-        self.start_epoch, self.step, self.elapsed = 0, 0, 0.0
 
     # -- state ---------------------------------------------------------------------------------
     def _trainable_state(self) -> dict[str, torch.Tensor]:
@@ -254,11 +269,32 @@ class Trainer:
         """Train to ``config.epochs`` (resuming if OUT holds a run); ``epochs_this_run`` stops early, as an
         interruption would, e.g. for jobs in time slices."""
         config = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.out / "train_config.json", json.dumps(config.to_dict(), indent=2).encode())
-        atomic_write_bytes(self.out / "failures.jsonl", "".join(json.dumps(f) + "\n" for f in self.failures).encode())
+        self._write_run_files()
         resumed = self.try_resume()
-        loader = DataLoader(
+        loader = self._loader()
+        total_steps = max(1, len(loader) // config.grad_accum) * config.epochs
+        self.model.train()
+        epochs_before = len(self.history)
+        # One bar for the run; with a time budget its length is the step count the budget allows at most.
+        bar = progress_bar(total_steps, "training", "step", enabled=progress, initial=self.step)
+        for epoch in range(self.start_epoch, config.epochs):
+            losses, stop = self._train_epoch(loader, epoch, total_steps, bar)
+            metrics = self._close_epoch(epoch, losses)
+            self._show_epoch(bar, metrics, total_steps)
+            if stop or (epochs_this_run and len(self.history) - epochs_before >= epochs_this_run):
+                break
+        bar.close()
+        return self._finish(resumed)
+
+    # -- run -----------------------------------------------------------------------------------
+    def _write_run_files(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.out / "train_config.json", json.dumps(self.config.to_dict(), indent=2).encode())
+        atomic_write_bytes(self.out / "failures.jsonl", "".join(json.dumps(f) + "\n" for f in self.failures).encode())
+
+    def _loader(self) -> DataLoader:
+        config = self.config
+        return DataLoader(
             self.train_set,
             batch_size=config.batch_size,
             shuffle=True,
@@ -267,65 +303,76 @@ class Trainer:
             num_workers=config.workers,
             generator=torch.Generator().manual_seed(config.seed),
         )
-        steps_per_epoch = max(1, len(loader) // config.grad_accum)
-        total_steps = steps_per_epoch * config.epochs
-        self.model.train()
-        stop, done_before = False, list(self.history)
-        # One bar for the run; with a time budget its length is the step count the budget allows at most.
-        bar = progress_bar(total_steps, "training", "step", enabled=progress, initial=self.step)
-        for epoch in range(self.start_epoch, config.epochs):
-            torch.manual_seed(config.seed + epoch)  # the same shuffles whether resumed or not
-            loader.generator.manual_seed(config.seed + epoch)
-            epoch_start, losses = time.perf_counter(), []
-            for index, batch in enumerate(loader):
-                loss = self._loss(batch) / config.grad_accum
-                loss.backward()
-                losses.append(loss.item() * config.grad_accum)
-                if (index + 1) % config.grad_accum:
-                    continue
-                progress_now = self.step / total_steps
-                if config.max_seconds:
-                    spent = self.elapsed + time.perf_counter() - epoch_start
-                    progress_now = max(progress_now, spent / config.max_seconds)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = config.lr * _lr_factor(progress_now, config.warmup)
-                torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], 5.0)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.step += 1
-                bar.update(1)
-                if progress_now >= 1.0:
-                    stop = True
-                    break
-            self.elapsed += time.perf_counter() - epoch_start
-            metrics = {
-                "epoch": epoch + 1,
-                "loss": float(np.mean(losses)) if losses else float("nan"),
-                "seconds": round(self.elapsed, 2),
-                **self.validate(),
-            }
-            recalls = [v for k, v in metrics.items() if "recall@" in k]
-            score = float(np.mean(recalls)) if recalls else -metrics["loss"]
-            metrics["selection_score"] = score
-            improved = score > self.best
-            if improved:
-                self.best = score
-                self.save_best()
-            metrics["best"] = improved
-            self.history.append(metrics)
-            self.save_state(epoch)
-            if config.max_seconds and self.elapsed > 0:  # with a time budget, the step count is what time allows
-                bar.total = min(total_steps, max(self.step, int(self.step / self.elapsed * config.max_seconds)))
-            top_k = max(config.ks)
-            bar.set_postfix(
-                epoch=epoch + 1,
-                loss=f"{metrics['loss']:.3f}",
-                lr=f"{self.optimizer.param_groups[0]['lr']:.1e}",
-                **{f"val_R@{top_k}": f"{metrics.get(f'text_to_image_recall@{top_k}', float('nan')):.3f}"},
-            )
-            if stop or (epochs_this_run and len(self.history) - len(done_before) >= epochs_this_run):
+
+    def _train_epoch(self, loader: DataLoader, epoch: int, total_steps: int, bar: Any) -> tuple[list[float], bool]:
+        """One pass over the training set; returns its losses and whether the budget (steps or time) ran out."""
+        config = self.config
+        torch.manual_seed(config.seed + epoch)  # the same shuffles whether resumed or not
+        loader.generator.manual_seed(config.seed + epoch)
+        epoch_start, losses, stop = time.perf_counter(), [], False
+        for index, batch in enumerate(loader):
+            loss = self._loss(batch) / config.grad_accum
+            loss.backward()
+            losses.append(loss.item() * config.grad_accum)
+            if (index + 1) % config.grad_accum:
+                continue
+            progress_now = self._optimizer_step(total_steps, epoch_start)
+            bar.update(1)
+            if progress_now >= 1.0:
+                stop = True
                 break
-        bar.close()
+        self.elapsed += time.perf_counter() - epoch_start
+        return losses, stop
+
+    def _optimizer_step(self, total_steps: int, epoch_start: float) -> float:
+        """Apply the accumulated gradients at the scheduled learning rate; returns training progress in [0, 1+]."""
+        config = self.config
+        progress_now = self.step / total_steps
+        if config.max_seconds:
+            spent = self.elapsed + time.perf_counter() - epoch_start
+            progress_now = max(progress_now, spent / config.max_seconds)
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.lr * _lr_factor(progress_now, config.warmup)
+        torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], 5.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return progress_now
+
+    def _close_epoch(self, epoch: int, losses: list[float]) -> dict:
+        """Validate, keep the weights if this epoch scores best so far, and save the state to resume from."""
+        metrics = {
+            "epoch": epoch + 1,
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "seconds": round(self.elapsed, 2),
+            **self.validate(),
+        }
+        recalls = [v for k, v in metrics.items() if "recall@" in k]
+        score = float(np.mean(recalls)) if recalls else -metrics["loss"]
+        metrics["selection_score"] = score
+        improved = score > self.best
+        if improved:
+            self.best = score
+            self.save_best()
+        metrics["best"] = improved
+        self.history.append(metrics)
+        self.save_state(epoch)
+        return metrics
+
+    def _show_epoch(self, bar: Any, metrics: dict, total_steps: int) -> None:
+        config = self.config
+        if config.max_seconds and self.elapsed > 0:  # with a time budget, the step count is what time allows
+            bar.total = min(total_steps, max(self.step, int(self.step / self.elapsed * config.max_seconds)))
+        top_k = max(config.ks)
+        bar.set_postfix(
+            epoch=metrics["epoch"],
+            loss=f"{metrics['loss']:.3f}",
+            lr=f"{self.optimizer.param_groups[0]['lr']:.1e}",
+            **{f"val_R@{top_k}": f"{metrics.get(f'text_to_image_recall@{top_k}', float('nan')):.3f}"},
+        )
+
+    def _finish(self, resumed: bool) -> dict:
+        """The run's summary, written to OUT/metrics.json, with the curves plotted beside it."""
         best = max(self.history, key=lambda m: m["selection_score"]) if self.history else {}
         summary = {
             "out": str(self.out),
@@ -345,6 +392,16 @@ class Trainer:
 
         plot_curves(self.history, self.out / "curves.png")
         return summary
+
+
+def _read_catalog(config: TrainConfig) -> Catalog:
+    catalog = read_catalog(config.catalog, images_dir=config.images_dir, columns=ColumnMap()).head(config.limit)
+    missing = [a for a in (*config.match_attributes, *config.partial_attributes) if a not in catalog.attributes]
+    if missing:
+        raise FashionRetrievalError(
+            f"attribute(s) {', '.join(missing)} not in the catalogue; it has {', '.join(catalog.attributes)}"
+        )
+    return catalog
 
 
 def train(config: TrainConfig, *, progress: bool = True) -> dict:

@@ -25,6 +25,8 @@ class ServeConfig:
     lora_alpha: float | None = None
     device: str = "auto"
     dtype: str = "auto"
+    backend: str | None = None  # torch (default) | openvino | onnxruntime | auto
+    calibrate: int = 0  # int8: calibrated on this many of the store's items
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
@@ -61,6 +63,8 @@ class ServeConfig:
             lora_alpha=self.lora_alpha,
             device=self.device,
             dtype=self.dtype,
+            backend=self.backend,
+            calibrate=self.calibrate,
         )
 
     def __post_init__(self) -> None:

@@ -90,4 +90,18 @@ def catalogue_openapi(app: FastAPI, engine_of) -> dict:
     return document
 
 
-__all__ = ["catalogue_openapi", "filters_schema"]
+def use_catalogue_openapi(app: FastAPI) -> None:
+    """Serve ``catalogue_openapi`` as the app's document, rebuilt when the catalogue's version changes."""
+
+    def openapi() -> dict:
+        service = getattr(app.state, "service", None)  # set in the lifespan: none before start-up
+        version = service.engine.version if service else -1
+        if app.openapi_schema is None or app.state.openapi_version != version:
+            app.openapi_schema = catalogue_openapi(app, lambda: service.engine if service else None)
+            app.state.openapi_version = version
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+__all__ = ["catalogue_openapi", "filters_schema", "use_catalogue_openapi"]

@@ -7,6 +7,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Vectors compared with references to 1e-5 need fp32 whatever this CPU supports; tests of the automatic
 # choice (tests/model/test_precision.py) unset this.
 os.environ["FASHION_RETRIEVAL_DTYPE"] = "fp32"
+# Decisions and exports cached per model (precision, backend, exported towers) go to a folder of this test run,
+# never the user's ~/.cache (subprocesses inherit it).
+if "FASHION_RETRIEVAL_TEST_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["FASHION_RETRIEVAL_TEST_CACHE"] = os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="fr-cache-")
 
 from pathlib import Path  # noqa: E402
 

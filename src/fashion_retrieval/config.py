@@ -22,6 +22,9 @@ def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
+DEFAULT_CALIBRATION = 300  # catalogue items an int8 export is calibrated on when --dtype int8 names no --calibrate
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     base: str
@@ -29,6 +32,23 @@ class ModelConfig:
     lora_alpha: float = 32.0
     device: str = "auto"
     dtype: str = "auto"
+    # torch | openvino | onnxruntime | auto (model/backends): where the towers run
+    backend: str = "torch"
+    # catalogue items to calibrate an int8 export on (0: no int8 unless --dtype int8, which takes 300)
+    calibrate: int = 0
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("torch", "openvino", "onnxruntime", "auto"):
+            raise ValueError(f"--backend {self.backend!r}: use torch, openvino, onnxruntime or auto")
+        if self.calibrate < 0:
+            raise ValueError("--calibrate must be 0 (no int8) or a number of catalogue items")
+
+    @property
+    def calibration_items(self) -> int:
+        """How many catalogue items an int8 calibration needs (0: int8 is not wanted)."""
+        if self.backend == "torch":
+            return 0
+        return self.calibrate or (DEFAULT_CALIBRATION if self.dtype == "int8" else 0)
 
 
 @dataclass(frozen=True)

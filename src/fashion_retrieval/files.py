@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -95,19 +96,26 @@ class FolderLock:
 
     NAME = ".lock"
 
-    def __init__(self, folder: Path, what: str = "run") -> None:
+    def __init__(self, folder: Path, what: str = "run", *, wait: float = 0.0) -> None:
         self.path = Path(folder) / self.NAME
         self.what = what
+        self.wait = wait  # seconds to wait for a live owner to finish (0: refuse at once)
         self.held = False
 
     def acquire(self) -> FolderLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         record = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
-        for _ in range(2):
+        deadline = time.monotonic() + self.wait
+        attempts = 0
+        while attempts < 2:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
+                if owner is not None and self._owner_alive(owner) and time.monotonic() < deadline:
+                    time.sleep(0.2)  # e.g. another server worker exporting the model this one needs
+                    continue
+                attempts += 1
                 if owner is not None and self._owner_alive(owner):
                     raise FashionRetrievalError(
                         f"{self.path.parent} is in use by another {self.what} (pid {owner.get('pid')} on "

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fashion_retrieval.cli import compare, embed, model, quality, serve, store  # noqa: F401  (registers subcommands)
+from fashion_retrieval.cli import compare, embed, export, model, quality, serve, store  # noqa: F401  (registers)
 from fashion_retrieval.cli.common import app
 from fashion_retrieval.logs import configure_logging
 
@@ -17,7 +17,7 @@ def root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debugging details too.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log only warnings and errors.")] = False,
 ) -> None:
-    """Multimodal fashion search on a fine-tuned BLIP. Run a subcommand with --help for its options.
+    """Multimodal fashion search on your image-text model. Run a subcommand with --help for its options.
 
     What the library decides for you (checkpoint format, LoRA merge, dtype, fast paths, resumed shards,
     store connections) is logged to stderr; progress bars draw on a terminal, elsewhere a log line every

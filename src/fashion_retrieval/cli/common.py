@@ -13,7 +13,8 @@ import typer
 from fashion_retrieval.errors import FashionRetrievalError
 
 app = typer.Typer(
-    help="Multimodal fashion search on a fine-tuned BLIP: embed, index, search, serve, evaluate, train.",
+    help="Multimodal fashion search on your image-text model (BLIP, CLIP, SigLIP, Chinese-CLIP, open_clip): "
+    "embed, index, search, serve, evaluate, compare, train, export.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -43,7 +44,12 @@ def csv_option(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-BaseOpt = Annotated[str, typer.Option("--base", help="BLIP base: a Hugging Face folder (or a hub id with network).")]
+BaseOpt = Annotated[
+    str,
+    typer.Option(
+        "--base", help="Model folder: BLIP, CLIP, SigLIP, Chinese-CLIP (Hugging Face format) or open_clip checkpoint."
+    ),
+]
 AlphaOpt = Annotated[float, typer.Option("--lora-alpha", help="LoRA alpha of an original-format checkpoint.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print only a JSON summary (for scripts).")]
 
@@ -57,7 +63,22 @@ DtypeOpt = Annotated[
     typer.Option(
         "--dtype",
         help="auto (bf16 on GPUs and on CPUs with AMX/AVX512-BF16 when a parity check on your model keeps its "
-        "rankings, else fp32), fp32, fp16, bf16.",
+        "rankings, else fp32), fp32, fp16, bf16; with --backend openvino/onnxruntime also int8 (calibrated).",
+    ),
+]
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="Where the towers run: torch, openvino or onnxruntime (exported once, cached, used only if their "
+        "parity check passes), or auto (the fastest that passes on this machine, measured once).",
+    ),
+]
+CalibrateOpt = Annotated[
+    int,
+    typer.Option(
+        "--calibrate",
+        help="Calibrate an int8 export on N items of your catalogue (0: no int8; --dtype int8 takes 300).",
     ),
 ]
 

@@ -9,6 +9,9 @@ import typer
 
 from fashion_retrieval.cli.common import (
     AlphaOpt,
+    BackendOpt,
+    BaseOpt,
+    CalibrateOpt,
     CheckpointOpt,
     DeviceOpt,
     DtypeOpt,
@@ -25,7 +28,7 @@ from fashion_retrieval.config import AUTO_BATCH, EmbedConfig, ModelConfig, defau
 @user_errors
 def embed(
     catalog: Annotated[str, typer.Argument(help="labels_front.csv, any CSV/Parquet/JSONL, or an image folder.")],
-    base: Annotated[str, typer.Option("--base", help="BLIP base folder (model config + processor).")],
+    base: BaseOpt,
     checkpoint: CheckpointOpt = None,
     lora_alpha: AlphaOpt = 32.0,
     images_dir: Annotated[
@@ -45,6 +48,8 @@ def embed(
     ] = default_workers(),
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    backend: BackendOpt = "torch",
+    calibrate: CalibrateOpt = 0,
     on_error: Annotated[
         str,
         typer.Option(
@@ -104,7 +109,7 @@ def embed(
 
     config = EmbedConfig(
         catalog=catalog,
-        model=ModelConfig(base, checkpoint, lora_alpha, device, dtype),
+        model=ModelConfig(base, checkpoint, lora_alpha, device, dtype, backend, calibrate),
         out=out,
         images_dir=images_dir,
         id_col=id_col,
@@ -167,7 +172,7 @@ def make_catalog_command(
 @app.command()
 @user_errors
 def bench(
-    base: Annotated[str, typer.Option("--base", help="BLIP base folder (model config + processor).")],
+    base: BaseOpt,
     checkpoint: CheckpointOpt = None,
     lora_alpha: AlphaOpt = 32.0,
     device: DeviceOpt = "auto",

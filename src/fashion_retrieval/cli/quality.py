@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 @user_errors
 def train(
     catalog: Annotated[str, typer.Argument(help="labels_front.csv (DeepFashion layout) or a mapped table.")],
-    base: Annotated[str, typer.Option("--base", help="BLIP base folder to fine-tune.")],
+    base: Annotated[str, typer.Option("--base", help="Model folder to fine-tune (BLIP, CLIP, SigLIP ...).")],
     out: Annotated[str, typer.Option(help="Output folder (model_weights/best_model.pth, adapter/, ...).")],
     checkpoint: CheckpointOpt = None,
     images_dir: Annotated[str | None, typer.Option(help="Folder the catalogue's paths are relative to.")] = None,
@@ -120,7 +120,7 @@ def eval_command(
             "feedback queries; needs the model: --base/--checkpoint, default the one the folder records)."
         ),
     ] = "retrieval",
-    base: Annotated[str | None, typer.Option("--base", help="compose: BLIP base folder of the model.")] = None,
+    base: Annotated[str | None, typer.Option("--base", help="compose: the model folder (default: recorded).")] = None,
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = "auto",
     mapping: Annotated[

@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from fashion_retrieval.cli.common import (
+    BackendOpt,
+    CalibrateOpt,
     CheckpointOpt,
     CollectionOpt,
     DbOpt,
@@ -55,6 +57,8 @@ def serve(
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    backend: BackendOpt = "torch",
+    calibrate: CalibrateOpt = 0,
     max_batch: Annotated[
         int | None, typer.Option(help="Queries encoded together at most (default: 32 on CPU, 128 on CUDA).")
     ] = None,
@@ -96,6 +100,8 @@ def serve(
         checkpoint=checkpoint,
         device=device,
         dtype=dtype,
+        backend=backend,
+        calibrate=calibrate,
         host=host,
         port=port,
         workers=workers,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fashion_retrieval.cli.common import (
+    BackendOpt,
     CheckpointOpt,
     CollectionOpt,
     DbOpt,
@@ -181,7 +182,7 @@ def search(
     ] = None,
     against: Annotated[str, typer.Option(help="Match image vectors (image) or caption vectors (text).")] = "image",
     fusion: Annotated[str, typer.Option(help="Hybrid fusion: weighted or rrf.")] = "weighted",
-    rerank: Annotated[int, typer.Option(help="Rescore the top N with BLIP's ITM head (needs TEXT).")] = 0,
+    rerank: Annotated[int, typer.Option(help="Rescore the top N with BLIP's matching head (needs TEXT).")] = 0,
     db: DbOpt = None,
     uri: UriOpt = None,
     token: TokenOpt = None,
@@ -195,6 +196,7 @@ def search(
     lora_alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default: the recorded one).")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    backend: BackendOpt = "torch",
     as_json: JsonOpt = False,
 ) -> None:
     """Search by text, by image, or both (hybrid), with filters; a table, or JSON with --json."""
@@ -233,6 +235,7 @@ def search(
         lora_alpha=lora_alpha,
         device=device,
         dtype=dtype,
+        backend=backend,
     )
     try:
         response = request.run(searcher, filters)

@@ -10,15 +10,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fashion_retrieval.config import ModelConfig
 from fashion_retrieval.data.images import ImageInput, open_image, placeholder_image
-from fashion_retrieval.errors import ImageError
+from fashion_retrieval.errors import CheckpointError, ImageError, UnsupportedFeatureError
+from fashion_retrieval.identity import ModelIdentity
+from fashion_retrieval.model.backends import (
+    Calibration,
+    ExportedModel,
+    is_export,
+    open_backend,
+    open_export,
+    requested_backend,
+)
 from fashion_retrieval.model.features import CheckedFastPath
-from fashion_retrieval.model.loading import LoadedModel, load_model
+from fashion_retrieval.model.loading import LoadedModel, load_model, resolve_device
 from fashion_retrieval.model.packed_linear import pack_linears
 from fashion_retrieval.model.precision import Precision
 from fashion_retrieval.ranking import top_k_indices
 
 log = logging.getLogger(__name__)
+_CPU = torch.device("cpu")
 
 
 def _as_matrix(vectors: np.ndarray) -> np.ndarray:
@@ -32,10 +43,14 @@ class FashionEmbeddingModel:
     ``model_path`` is the fine-tuned checkpoint (the original ``best_model.pth``, a PEFT adapter,
     a state dict ...) or None when ``processor_path`` already holds the fine-tuned weights;
     ``processor_path`` is the base folder (model config, image processor, tokenizer): BLIP, CLIP, SigLIP,
-    Chinese-CLIP in Hugging Face format, or an open_clip checkpoint; the family is read from the folder.
+    Chinese-CLIP in Hugging Face format, or an open_clip checkpoint; the family is read from the folder. It may
+    also be a folder written by ``fashion-retrieval export``, which runs on its own runtime without torch weights.
     ``dtype="auto"`` runs bf16 on CPUs with native bf16 units when a parity probe on this model keeps its
     rankings, else fp32 (see ``model/precision.py``). ``fast_cpu`` (on an x86 CPU) runs the Linear layers
     through prepacked oneDNN kernels: the same vectors within rounding, faster; False keeps PyTorch's path.
+    ``backend``: torch (default), openvino or onnxruntime (exported towers, made once and cached, used only if
+    their parity check passes; ``dtype`` then means fp32, bf16 or int8, int8 calibrated on ``calibration``), or
+    auto (the fastest that passes, measured once per model and machine: ``model/backends/choice.py``).
     """
 
     def __init__(
@@ -47,9 +62,45 @@ class FashionEmbeddingModel:
         lora_alpha: float = 32.0,
         dtype: str | None = "auto",
         fast_cpu: bool = True,
+        backend: str | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
-        loaded = load_model(processor_path, model_path, lora_alpha=lora_alpha, device=device, dtype=dtype)
-        self._init_from(loaded, fast_cpu)
+        backend = requested_backend(backend)
+        if is_export(processor_path):
+            if model_path is not None:
+                raise CheckpointError(f"{processor_path} is an export: its towers hold the weights, pass no checkpoint")
+            self._init_exported(open_export(processor_path))
+            return
+        if backend == "auto":
+            backend, dtype = self._choose_backend(model_path, processor_path, device, lora_alpha, dtype, calibration)
+        if backend == "torch":
+            loaded = load_model(processor_path, model_path, lora_alpha=lora_alpha, device=device, dtype=dtype)
+            self._init_from(loaded, fast_cpu)
+            return
+        if resolve_device(device).type != "cpu":
+            raise CheckpointError(f"--backend {backend} runs on the CPU: use --backend torch on {device}")
+        exported = open_backend(
+            str(processor_path), model_path, backend, dtype or "auto", lora_alpha=lora_alpha, calibration=calibration
+        )
+        self._init_exported(exported)
+
+    @staticmethod
+    def _choose_backend(model_path, processor_path, device, lora_alpha, dtype, calibration) -> tuple[str, str]:
+        """``backend="auto"``: torch off the CPU; on it, the fastest candidate that keeps the rankings."""
+        if resolve_device(device).type != "cpu":
+            log.info("backend auto: torch (exported towers run on the CPU; this model runs on %s)", device)
+            return "torch", dtype
+        from fashion_retrieval.model.backends.choice import choose_backend
+        from fashion_retrieval.model.loading import describe_model
+
+        def candidate(backend: str) -> FashionEmbeddingModel:
+            return FashionEmbeddingModel(
+                model_path, processor_path, "cpu", lora_alpha=lora_alpha, dtype=dtype, backend=backend,
+                calibration=calibration,
+            )
+
+        identity_key = describe_model(processor_path, model_path, lora_alpha=lora_alpha).identity.key
+        return choose_backend(identity_key, candidate, dtype=dtype or "auto", calibration=calibration)
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel, *, fast_cpu: bool = True) -> FashionEmbeddingModel:
@@ -57,17 +108,21 @@ class FashionEmbeddingModel:
         self._init_from(loaded, fast_cpu)
         return self
 
-    def _init_from(self, loaded: LoadedModel, fast_cpu: bool) -> None:
-        self.loaded = loaded
-        self.family = loaded.family
-        self.model = loaded.model
-        self.processor = loaded.processor  # transformers' processor (None for open_clip checkpoints)
-        self.text_tokenizer = loaded.text_tokenizer
-        self.device = loaded.device
-        self.identity = loaded.identity
-        self.preprocess = loaded.preprocess
+    def _init_common(self, family, processors, identity, device: torch.device) -> None:
+        self.family = family
+        self.text_tokenizer = processors.tokenizer
+        self.preprocess = processors.preprocess
+        self.identity = identity
+        self.device = device
         self._normalize: tuple[torch.Tensor, torch.Tensor] | None = None
         self.max_text_length = self.text_tokenizer.max_length
+
+    def _init_from(self, loaded: LoadedModel, fast_cpu: bool) -> None:
+        self._init_common(loaded.family, loaded.processors, loaded.identity, loaded.device)
+        self.loaded, self.exported = loaded, None
+        self.model = loaded.model
+        self.processor = loaded.processor  # transformers' processor (None for open_clip checkpoints)
+        self._precision = loaded.precision
         family = loaded.family
         self._text_features = CheckedFastPath(family.fast_text_features(), family.text_features)
         self._image_features = CheckedFastPath(family.fast_image_features(), family.image_features)
@@ -76,26 +131,46 @@ class FashionEmbeddingModel:
         if self.packed_layers:
             log.info("%d Linear layers run through prepacked oneDNN kernels", self.packed_layers)
 
+    def _init_exported(self, exported: ExportedModel) -> None:
+        """Exported towers on their runtime instead of a torch model (no ``model``, no ``processor``)."""
+        manifest = exported.manifest
+        self._init_common(exported.family, exported.processors, ModelIdentity.from_dict(manifest.identity), _CPU)
+        self.loaded, self.exported = None, exported
+        self.model = self.processor = None
+        self.packed_layers = 0
+        self._precision = Precision(
+            torch.float32, exported.reason, manifest.parity, backend=exported.backend, compute=manifest.precision
+        )
+        log.info("model %s (%s) on %s, %s", self.identity.key, self.family.label, exported.backend, exported.reason)
+
     @property
     def embed_dim(self) -> int:
         return self.identity.embed_dim
 
     @property
     def has_itm(self) -> bool:
-        """Whether the model has an image-text matching head (BLIP), which ``itm_scores`` and reranking need."""
-        return self.family.has_itm
+        """Whether the model has an image-text matching head (BLIP), which ``itm_scores`` and reranking need
+        (exported towers hold no such head: a rerank runs on the torch backend)."""
+        return self.family.has_itm and self.model is not None
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.loaded.dtype
+        """The dtype the towers are fed (exported towers take fp32 and compute in ``precision``)."""
+        return self._precision.dtype
 
     @property
     def precision(self) -> Precision:
-        """The dtype the model runs in and why."""
-        return self.loaded.precision
+        """The dtype (and backend) the model runs in and why."""
+        return self._precision
+
+    @property
+    def backend(self) -> str:
+        return self._precision.backend
 
     def fast_paths(self) -> dict[str, bool | None]:
         """Which checked fast paths are in use (None: not checked yet, before the first batch)."""
+        if self.exported is not None:
+            return {"backend": self.backend, "precision": self._precision.name}
         return {
             "text_cls_only": self._text_features.verified,
             "image_fused_cls_only": self._image_features.verified,
@@ -106,6 +181,8 @@ class FashionEmbeddingModel:
     @torch.inference_mode()
     def encode_pixels(self, pixel_values: np.ndarray | torch.Tensor) -> np.ndarray:
         """Embed preprocessed images [N, 3, H, W]; float32 [N, D], L2-normalised."""
+        if self.exported is not None:
+            return self.exported.towers.images(torch.as_tensor(pixel_values, dtype=torch.float32).numpy())
         pixels = torch.as_tensor(pixel_values).to(self.device, dtype=self.dtype, non_blocking=True)
         return self._image_features(self.model, pixels).cpu().numpy()
 
@@ -122,6 +199,8 @@ class FashionEmbeddingModel:
 
     @torch.inference_mode()
     def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> np.ndarray:
+        if self.exported is not None:
+            return self.exported.towers.texts(input_ids.numpy(), attention_mask.numpy())
         feats = self._text_features(self.model, input_ids.to(self.device), attention_mask.to(self.device))
         return feats.cpu().numpy()
 
@@ -130,7 +209,11 @@ class FashionEmbeddingModel:
 
     def itm_scores(self, text: str, images: Sequence[ImageInput]) -> np.ndarray:
         """Probability that each image matches ``text`` by the model's image-text matching head (BLIP's); a
-        family without one raises ``UnsupportedFeatureError`` naming it."""
+        family without one, or exported towers, raise ``UnsupportedFeatureError`` naming why."""
+        if self.model is None:
+            raise UnsupportedFeatureError(
+                f"exported towers ({self.backend}) hold no image-text matching head: rerank with --backend torch"
+            )
         return self.family.itm_scores(self, text, images)
 
     # -- the original toolkit's API -----------------------------------------------------------
@@ -199,3 +282,17 @@ class FashionEmbeddingModel:
         """The ``top_k`` captions closest to ``query_image``: [(text, score)], best first."""
         scores = _as_matrix(text_embeddings) @ self.encode_image(query_image)
         return [(texts[i], float(scores[i])) for i in top_k_indices(scores, top_k)]
+
+
+def load_encoder(model: ModelConfig, calibration: Calibration | None = None, **options) -> FashionEmbeddingModel:
+    """The encoder a ``ModelConfig`` names (every command builds its model here)."""
+    return FashionEmbeddingModel(
+        model.checkpoint,
+        model.base,
+        model.device,
+        lora_alpha=model.lora_alpha,
+        dtype=model.dtype,
+        backend=model.backend,
+        calibration=calibration,
+        **options,
+    )

@@ -42,18 +42,27 @@ NAMES = {
 
 @dataclass(frozen=True)
 class Precision:
-    """The dtype a model runs in and why (recorded in manifests and /api/health)."""
+    """The dtype a model runs in, on which backend, and why (recorded in manifests and /api/health).
+
+    ``dtype`` is what the encoder feeds its towers; an exported backend computes in ``compute`` (fp32, bf16 or
+    int8), which then names the precision."""
 
     dtype: torch.dtype
     reason: str
     parity: dict | None = None  # the probe's figures when a parity check decided
+    backend: str = "torch"
+    compute: str | None = None
 
     @property
     def name(self) -> str:
-        return str(self.dtype).removeprefix("torch.")
+        return {"fp32": "float32", "bf16": "bfloat16"}.get(self.compute or "", self.compute) or str(
+            self.dtype
+        ).removeprefix("torch.")
 
     def to_dict(self) -> dict:
         record = {"dtype": self.name, "reason": self.reason}
+        if self.backend != "torch":  # torch records keep their earlier shape
+            record["backend"] = self.backend
         if self.parity:
             record["parity"] = self.parity
         return record
@@ -115,35 +124,49 @@ def _discordant(reference: np.ndarray, candidate: np.ndarray) -> int:
     return count
 
 
-def parity(family, model_fp32, model_low, pixels, tokens, dtype) -> dict:
-    """Cosines of each probe vector to its fp32 twin, and how many probe ranking pairs disagree."""
-    image32, text32 = _probe_vectors(family, model_fp32, pixels, tokens, torch.float32)
-    image_lo, text_lo = _probe_vectors(family, model_low, pixels, tokens, dtype)
+def compare_vectors(reference: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray]) -> dict:
+    """How far candidate (image, text) probe vectors are from the fp32 reference ones: the cosine of each to its
+    twin (min), the largest difference of a component, and how many probe ranking pairs disagree."""
+    image32, text32 = reference
+    image_lo, text_lo = candidate
     cosines = np.concatenate([np.sum(image32 * image_lo, axis=1), np.sum(text32 * text_lo, axis=1)])
     disagree = _discordant(text32 @ image32.T, text_lo @ image_lo.T) + _discordant(
         image32 @ text32.T, image_lo @ text_lo.T
     )
-    return {"min_cosine": round(float(cosines.min()), 6), "discordant_pairs": disagree, "probes": len(cosines)}
+    difference = max(float(np.abs(image32 - image_lo).max()), float(np.abs(text32 - text_lo).max()))
+    return {
+        "min_cosine": round(float(cosines.min()), 6),
+        "max_abs_difference": float(f"{difference:.3g}"),
+        "discordant_pairs": disagree,
+        "probes": len(cosines),
+    }
 
 
-def _cache_path() -> Path:
+def parity(family, model_fp32, model_low, pixels, tokens, dtype) -> dict:
+    """Cosines of each probe vector to its fp32 twin, and how many probe ranking pairs disagree."""
+    reference = _probe_vectors(family, model_fp32, pixels, tokens, torch.float32)
+    return compare_vectors(reference, _probe_vectors(family, model_low, pixels, tokens, dtype))
+
+
+def cache_path(name: str = "precision") -> Path:
+    """Where a decision made once per model and machine is kept (``precision``, ``backend``)."""
     root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "fashion_retrieval" / "precision.json"
+    return Path(root) / "fashion_retrieval" / f"{name}.json"
 
 
 def _cache_key(identity_key: str, units: str) -> str:
     return f"{identity_key}|torch {torch.__version__}|{units}"
 
 
-def _cached(key: str) -> dict | None:
+def cached(key: str, name: str = "precision") -> dict | None:
     try:
-        return json.loads(_cache_path().read_text()).get(key)
+        return json.loads(cache_path(name).read_text()).get(key)
     except (OSError, ValueError, AttributeError):
         return None
 
 
-def _remember(key: str, record: dict) -> None:
-    path = _cache_path()
+def remember(key: str, record: dict, name: str = "precision") -> None:
+    path = cache_path(name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         known = json.loads(path.read_text()) if path.is_file() else {}
@@ -178,14 +201,14 @@ def choose_precision(
     if units is None:
         return model, Precision(torch.float32, "auto on a CPU without native bf16 units (bf16 would be emulated)")
     key = _cache_key(identity_key, units)
-    record = _cached(key)
+    record = cached(key)
     if record is None:
         pixels, tokens = probe_inputs(processors)
         low = copy.deepcopy(model).to(torch.bfloat16)
         figures = parity(family, model, low, pixels, tokens, torch.bfloat16)
         ok = figures["min_cosine"] >= PARITY_COSINE and figures["discordant_pairs"] == 0
         record = {"bf16": ok, "parity": {**figures, "passed": ok}}
-        _remember(key, record)
+        remember(key, record)
         del low
     figures = record["parity"]
     if record["bf16"]:
@@ -203,4 +226,15 @@ def choose_precision(
     return model, Precision(torch.float32, reason, figures)
 
 
-__all__ = ["PARITY_COSINE", "Precision", "choose_precision", "cpu_bf16_units", "parity", "requested_dtype"]
+__all__ = [
+    "PARITY_COSINE",
+    "Precision",
+    "cached",
+    "choose_precision",
+    "compare_vectors",
+    "cpu_bf16_units",
+    "parity",
+    "probe_inputs",
+    "remember",
+    "requested_dtype",
+]

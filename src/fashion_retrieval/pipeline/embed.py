@@ -25,7 +25,7 @@ from fashion_retrieval.embeddings import library_versions, load_embeddings, orig
 from fashion_retrieval.errors import FashionRetrievalError
 from fashion_retrieval.files import FolderLock, remove_stale_temp_files
 from fashion_retrieval.pipeline import stages
-from fashion_retrieval.pipeline.job import EmbedJob, shard_layout
+from fashion_retrieval.pipeline.job import EmbedJob, calibration_sample, shard_layout
 from fashion_retrieval.pipeline.writer import STATUS_FAILED, STATUS_PLACEHOLDER, Shard, ShardStore, clear_outputs
 from fashion_retrieval.progress import progress_bar
 
@@ -40,7 +40,15 @@ def _run_key(config: EmbedConfig, catalog: Catalog, identity_key: str) -> dict:
         "items": len(catalog),
         "on_error": config.on_error,
         "shard_size": config.shard_size,
-    } | ({"jpeg_draft": True} if config.jpeg_draft else {})
+    } | ({"jpeg_draft": True} if config.jpeg_draft else {}) | _backend_key(config.model)
+
+
+def _backend_key(model: ModelConfig) -> dict:
+    """Vectors of an exported backend are interchangeable with torch's only within their parity bound: a run is
+    resumed on the backend it started on (torch runs keep their earlier key)."""
+    if model.backend == "torch":
+        return {}
+    return {"backend": f"{model.backend} {model.dtype}" + (f" calibrate {model.calibrate}" if model.calibrate else "")}
 
 
 REASONS = {
@@ -50,6 +58,7 @@ REASONS = {
     "on_error": "another --on-error",
     "shard_size": "another --shard-size",
     "jpeg_draft": "another --jpeg-draft",
+    "backend": "another --backend, --dtype or --calibrate",
 }
 
 
@@ -109,11 +118,11 @@ def _own_seconds(clock: stages.StageClock) -> dict[str, float]:
     return own
 
 
-def _load_encoder(config: EmbedConfig):
-    from fashion_retrieval.model.encoder import FashionEmbeddingModel
+def _load_encoder(config: EmbedConfig, catalog: Catalog):
+    from fashion_retrieval.model.encoder import load_encoder
 
-    m = config.model
-    return FashionEmbeddingModel(m.checkpoint, m.base, m.device, lora_alpha=m.lora_alpha, dtype=m.dtype)
+    items = config.model.calibration_items
+    return load_encoder(config.model, calibration_sample(catalog, items) if items else None)
 
 
 def embed_catalog(config: EmbedConfig, *, encoder=None, progress: bool = True) -> dict:
@@ -137,7 +146,7 @@ def embed_catalog(config: EmbedConfig, *, encoder=None, progress: bool = True) -
             cleanup.callback(engine.close)  # a Ray instance it started stops with the run
             identity, device_type = engine.identity(), engine.device_type()
         else:
-            encoder = encoder or _load_encoder(config)
+            encoder = encoder or _load_encoder(config, catalog)
             engine, identity, device_type = None, encoder.identity, encoder.device.type
         image_batch, text_batch = auto_batch_sizes(device_type)
         config = replace(

@@ -15,12 +15,24 @@ import numpy as np
 if TYPE_CHECKING:
     from fashion_retrieval.config import EmbedConfig
     from fashion_retrieval.data.records import Catalog
+    from fashion_retrieval.model.backends import Calibration
 
 
 def shard_layout(items: int, shard_size: int) -> dict[int, np.ndarray]:
     """Shard id -> the catalogue rows it holds: ``shard_size`` consecutive rows each, the last one shorter."""
     count = (items + shard_size - 1) // shard_size
     return {k: np.arange(k * shard_size, min(items, (k + 1) * shard_size)) for k in range(count)}
+
+
+def calibration_sample(catalog: Catalog, items: int, seed: int = 0) -> Calibration:
+    """An int8 calibration sample of the catalogue being embedded: ``items`` rows drawn with a fixed seed (their
+    image files and captions), so a re-run calibrates, and so exports, alike."""
+    from fashion_retrieval.model.backends import Calibration
+
+    frame = catalog.frame
+    rows = np.sort(np.random.default_rng(seed).permutation(len(frame))[:items])
+    captions = frame["caption"].iloc[rows].tolist() if catalog.has_text else []
+    return Calibration(frame["path"].iloc[rows].tolist(), captions, source=f"{catalog.source} ({len(rows)} items)")
 
 
 @dataclass
@@ -38,4 +50,4 @@ class EmbedJob:
         return self.catalog.frame["caption"].tolist() if self.catalog.has_text else []
 
 
-__all__ = ["EmbedJob", "shard_layout"]
+__all__ = ["EmbedJob", "calibration_sample", "shard_layout"]

@@ -33,6 +33,7 @@ import numpy as np
 from fashion_retrieval.config import EmbedConfig
 from fashion_retrieval.data.images import ImagePreprocessor
 from fashion_retrieval.errors import FashionRetrievalError, ImageError
+from fashion_retrieval.pipeline.job import calibration_sample
 from fashion_retrieval.pipeline.ray_cluster import (
     TASKS_IN_FLIGHT_PER_ACTOR,
     RayPlan,
@@ -189,10 +190,17 @@ class RayEngine:
                     "threads": plan.threads_per_actor,
                     "batch_size": job.config.batch_size,
                     "text_batch_size": job.config.text_batch_size,
+                    # an int8 export is calibrated on the same sample as in-process (each node exports once)
+                    "calibration": self._calibration(job),
                 },
             )
         finally:
             context.execution_options, context.enable_progress_bars, context.target_max_block_size = saved
+
+    @staticmethod
+    def _calibration(job: EmbedJob):
+        items = job.config.model.calibration_items
+        return calibration_sample(job.catalog, items) if items else None
 
     def _caption_order(self, job: EmbedJob, captions: np.ndarray) -> np.ndarray:
         """For each row to do, the row whose caption travels with it: each shard's rows sorted by token length,

@@ -61,17 +61,17 @@ def _decode_rows(batch: dict[str, np.ndarray], preprocess: ImagePreprocessor, on
 class EncodeActor:
     """A Ray actor: loads the model once, then embeds batches of decoded rows (images, and their captions)."""
 
-    def __init__(self, model: ModelConfig, threads: int, batch_size: int, text_batch_size: int) -> None:
+    def __init__(
+        self, model: ModelConfig, threads: int, batch_size: int, text_batch_size: int, calibration=None
+    ) -> None:
         init_at = time.time()
         import torch
 
-        from fashion_retrieval.model.encoder import FashionEmbeddingModel
+        from fashion_retrieval.model.encoder import load_encoder
 
         torch.set_num_threads(threads)
         self.batch_size, self.text_batch_size = batch_size, text_batch_size
-        self.encoder = FashionEmbeddingModel(
-            model.checkpoint, model.base, model.device, lora_alpha=model.lora_alpha, dtype=model.dtype
-        )
+        self.encoder = load_encoder(model, calibration)
         device = str(self.encoder.device)
         if self.encoder.device.type == "cuda":
             device = f"{device} {torch.cuda.get_device_name(self.encoder.device)}"

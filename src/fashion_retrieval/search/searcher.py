@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -28,19 +29,33 @@ def _inline(function, *args):
     return function(*args)
 
 
+def _reference_or_verified(record: dict) -> bool:
+    """torch fp32 vectors (the reference), or vectors whose parity probe against it passed."""
+    reference = record.get("dtype") == "float32" and record.get("backend", "torch") == "torch"
+    return reference or bool((record.get("parity") or {}).get("passed"))
+
+
 def ensure_comparable_precision(stored: dict | None, query: dict, what: str) -> None:
-    """Vectors computed in one dtype may be queried in another only where a parity probe showed that this
-    model keeps its rankings across the two (recorded by the automatic choice on either side)."""
-    if not stored or stored.get("dtype") == query.get("dtype"):
+    """Vectors computed in one precision (or on one backend) may be queried by another only where a parity probe
+    showed that each keeps this model's rankings against torch fp32 (recorded by the choice on either side)."""
+    if not stored:
         return
-    dtypes = {stored.get("dtype"), query.get("dtype")}
-    verified = dtypes == {"float32", "bfloat16"} and any((p.get("parity") or {}).get("passed") for p in (stored, query))
-    if not verified:
-        raise ModelMismatchError(
-            f"{what} holds {stored.get('dtype')} vectors and the query model runs in {query.get('dtype')}, and no "
-            "parity check showed that this model ranks alike in both: pass --dtype "
-            f"{'fp32' if stored.get('dtype') == 'float32' else 'auto'}, or re-embed in {query.get('dtype')}"
-        )
+    same = stored.get("dtype") == query.get("dtype") and stored.get("backend", "torch") == query.get("backend", "torch")
+    if same or (_reference_or_verified(stored) and _reference_or_verified(query)):
+        return
+
+    def name(record: dict) -> str:
+        backend = record.get("backend", "torch")
+        return str(record.get("dtype")) + ("" if backend == "torch" else f" ({backend})")
+
+    stored_backend = stored.get("backend", "torch")
+    raise ModelMismatchError(
+        f"{what} holds {name(stored)} vectors and the query model runs in {name(query)}, and no parity check "
+        "showed that this model ranks alike in both: pass --dtype "
+        f"{'fp32' if stored.get('dtype') == 'float32' else 'auto'}"
+        + (f" --backend {stored_backend}" if stored_backend != query.get("backend", "torch") else "")
+        + f", or re-embed in {query.get('dtype')}"
+    )
 
 
 class Searcher:
@@ -72,8 +87,11 @@ class Searcher:
         lora_alpha: float | None = None,
         device: str | None = "auto",
         dtype: str | None = "auto",
+        backend: str | None = None,
+        calibrate: int = 0,
     ) -> Searcher:
-        """Load the query model from the store's recorded identity unless given, then check they agree."""
+        """Load the query model from the store's recorded identity unless given, then check they agree. An int8
+        backend is calibrated on ``calibrate`` of the store's own items (images and captions)."""
         from fashion_retrieval.model.encoder import FashionEmbeddingModel
 
         recorded = store.identity() or {}
@@ -83,7 +101,10 @@ class Searcher:
         if checkpoint is None and recorded.get("base") == base:
             checkpoint = recorded.get("checkpoint")
         alpha = lora_alpha if lora_alpha is not None else (recorded.get("lora_alpha") or 32.0)
-        encoder = FashionEmbeddingModel(checkpoint, base, device, lora_alpha=alpha, dtype=dtype)
+        calibration = store_calibration(store, calibrate or (300 if dtype == "int8" else 0))
+        encoder = FashionEmbeddingModel(
+            checkpoint, base, device, lora_alpha=alpha, dtype=dtype, backend=backend, calibration=calibration
+        )
         return cls(store, encoder)
 
     @property
@@ -229,6 +250,18 @@ class Searcher:
         return reranked, {"reranked": len(hits)}
 
 
+def store_calibration(store: VectorStore, items: int):
+    """An int8 calibration sample from a store: its first ``items`` items' images (where this machine has them)
+    and captions. None when ``items`` is 0."""
+    if not items:
+        return None
+    from fashion_retrieval.model.backends import Calibration
+
+    hits = store.get(store.some_ids(items))
+    paths = [h.path for h in hits if h.path and Path(h.path).is_file()]
+    return Calibration(paths, [h.caption for h in hits if h.caption], source=f"{store.description} ({len(hits)} items)")
+
+
 def open_searcher(
     *,
     db: str | None = None,
@@ -244,6 +277,8 @@ def open_searcher(
     lora_alpha: float | None = None,
     device: str | None = "auto",
     dtype: str | None = "auto",
+    backend: str | None = None,
+    calibrate: int = 0,
 ) -> Searcher:
     """Open the named store (embeddings folder > ``uri`` > ``db``) and its query model; the store is closed
     again if the model cannot be loaded."""
@@ -260,7 +295,16 @@ def open_searcher(
         nprobe=nprobe,
     )
     try:
-        return Searcher.open(store, base=base, checkpoint=checkpoint, lora_alpha=lora_alpha, device=device, dtype=dtype)
+        return Searcher.open(
+            store,
+            base=base,
+            checkpoint=checkpoint,
+            lora_alpha=lora_alpha,
+            device=device,
+            dtype=dtype,
+            backend=backend,
+            calibrate=calibrate,
+        )
     except Exception:
         store.close()
         raise

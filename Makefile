@@ -14,7 +14,8 @@ MILVUS3 ?= .venv-milvus3
 OPEN_CLIP ?= .venv-open-clip
 OPEN_CLIP_TORCH ?= torch==2.14.1 torchvision==0.29.1
 OPEN_CLIP_TESTS ?= 1
-OPEN_CLIP_TEST_FILES = tests/model/test_families.py tests/test_families_e2e.py
+OPEN_CLIP_TEST_FILES = tests/model/test_families.py tests/model/test_backends.py tests/test_families_e2e.py \
+	tests/train/test_train_families.py
 
 .PHONY: install test test-open-clip demo lint bench clean
 
@@ -36,7 +37,7 @@ $(OPEN_CLIP)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(OPEN_CLIP)
 	$(OPEN_CLIP)/bin/pip install -q --upgrade pip
 	$(OPEN_CLIP)/bin/pip install -q $(OPEN_CLIP_TORCH)
-	$(OPEN_CLIP)/bin/pip install -q -e ".[open_clip]" "pytest>=8" "httpx>=0.27"
+	$(OPEN_CLIP)/bin/pip install -q -e ".[open_clip,export]" "pytest>=8" "httpx>=0.27"
 	touch $@
 
 install: $(VENV)/.installed $(MILVUS3)/bin/milvus-lite

@@ -27,7 +27,9 @@ def train(
     lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine decay).")] = 1e-4,
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
     lora_alpha: Annotated[float, typer.Option(help="LoRA alpha.")] = 32.0,
-    targets: Annotated[str, typer.Option(help="Modules LoRA adapts.")] = "query,value,vision_proj,text_proj",
+    targets: Annotated[
+        str, typer.Option(help="Modules LoRA adapts (default: the family's: BLIP query,value,vision_proj,text_proj).")
+    ] = "",
     val_fraction: Annotated[float, typer.Option(help="Share of items held out for validation.")] = 0.1,
     device: DeviceOpt = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA), fp32 or bf16.")] = "auto",
@@ -65,7 +67,7 @@ def train(
         lr=lr,
         lora_r=lora_r,
         lora_alpha=lora_alpha,
-        targets=csv_option(targets),
+        targets=csv_option(targets) or None,
         val_fraction=val_fraction,
         device=device,
         dtype=dtype,

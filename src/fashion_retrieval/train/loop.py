@@ -8,6 +8,7 @@ Interrupted runs resume from the last finished epoch (OUT/state/last.pt).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,18 +20,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from fashion_retrieval.data.images import ImagePreprocessor
 from fashion_retrieval.data.records import Catalog, ColumnMap, read_catalog
 from fashion_retrieval.errors import FashionRetrievalError
 from fashion_retrieval.evaluate.metrics import recall_report
 from fashion_retrieval.files import atomic_save, atomic_write_bytes
-from fashion_retrieval.model.loading import load_model, max_text_length
+from fashion_retrieval.model.loading import load_model
 from fashion_retrieval.progress import progress_bar
 from fashion_retrieval.train import checkpoints
 from fashion_retrieval.train.data import PairDataset
 from fashion_retrieval.train.losses import contrastive_loss, itm_loss, soft_targets
 
-DEFAULT_TARGETS = ("query", "value", "vision_proj", "text_proj")
+log = logging.getLogger(__name__)
+DEFAULT_TARGETS = ("query", "value", "vision_proj", "text_proj")  # BLIP's, as the original toolkit adapted
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class TrainConfig:
     warmup: float = 0.05
     lora_r: int = 16
     lora_alpha: float = 32.0
-    targets: tuple[str, ...] = DEFAULT_TARGETS
+    targets: tuple[str, ...] | None = None  # None: the model family's (BLIP: DEFAULT_TARGETS; CLIP: q_proj, ...)
     val_fraction: float = 0.1
     device: str = "auto"
     dtype: str = "auto"  # auto: bf16 autocast on CUDA where supported, else fp32; or fp32 / bf16
@@ -116,28 +117,46 @@ class Trainer:
         return n_val
 
     def _setup_model(self) -> None:
-        """Load BLIP in fp32 and, unless ``full``, wrap it with LoRA adapters (``self.model`` is what trains)."""
+        """Load the model (any family) in fp32 and, unless ``full``, wrap it with LoRA adapters (``self.model`` is
+        what trains; ``self.network`` the model itself, whose modules PEFT adapts in place)."""
         config = self.config
         loaded = load_model(
             config.base, config.checkpoint, lora_alpha=config.lora_alpha, device=config.device, dtype="fp32"
         )
-        self.device, self.processor = loaded.device, loaded.processor
-        self.max_len = max_text_length(loaded.processor, loaded.model)
-        self.blip = loaded.model
+        self.device, self.family, self.processors = loaded.device, loaded.family, loaded.processors
+        if config.itm and not self.family.has_itm:
+            raise FashionRetrievalError(
+                f"--itm trains an image-text matching head, which this model ({self.family.label}) has not: "
+                "leave --itm out"
+            )
+        self.targets = tuple(config.targets or self.family.lora_targets)
+        self.network = loaded.model
         if config.full:
-            self.model = self.blip
+            self.model = self.network
         else:
             from peft import LoraConfig, get_peft_model
 
             lora = LoraConfig(
                 r=config.lora_r,
                 lora_alpha=config.lora_alpha,
-                target_modules=list(config.targets),
+                target_modules=list(self.targets),
                 lora_dropout=0.0,
                 bias="none",
             )
-            self.model = get_peft_model(self.blip, lora)
+            self.model = get_peft_model(self.network, lora)
+            log.info(
+                "LoRA r=%d alpha=%g on %s's %s modules",
+                config.lora_r,
+                config.lora_alpha,
+                self.family.label,
+                self.targets,
+            )
         self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07), device=self.device))
+
+    @property
+    def blip(self) -> torch.nn.Module:
+        """The model being trained (the name from when every model was a BLIP)."""
+        return self.network
 
     def _setup_optimizer(self) -> None:
         params = [p for p in self.model.parameters() if p.requires_grad] + [self.logit_scale]
@@ -146,7 +165,7 @@ class Trainer:
     def _setup_data(self, catalog: Catalog, n_val: int) -> None:
         """Build the training and validation sets, leaving unreadable images out (fatal if too few remain)."""
         config = self.config
-        preprocess = ImagePreprocessor.from_processor(self.processor)
+        preprocess = self.processors.preprocess
         full_keys, partial_keys = list(config.match_attributes), list(config.partial_attributes)
         self.train_set = PairDataset(catalog, self.train_rows, preprocess, full_keys, partial_keys, config.on_error)
         self.val_set = PairDataset(catalog, self.val_rows, preprocess, [], [], config.on_error) if n_val else None
@@ -205,27 +224,30 @@ class Trainer:
 
     # -- steps ---------------------------------------------------------------------------------
     def _tokens(self, captions: list[str]) -> dict[str, torch.Tensor]:
-        tokens = self.processor.tokenizer(
-            captions, padding=True, truncation=True, max_length=self.max_len, return_tensors="pt"
-        )
+        tokens = self.processors.tokenizer(captions)
         return {k: tokens[k].to(self.device) for k in ("input_ids", "attention_mask")}
 
     def _loss(self, batch: dict) -> torch.Tensor:
-        blip = self.blip
         tokens = self._tokens(batch["captions"])
         pixels = batch["pixels"].to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            image_hidden = blip.vision_model(pixel_values=pixels).last_hidden_state
-            image = F.normalize(blip.vision_proj(image_hidden[:, 0, :]).float(), dim=-1)
-            text_hidden = blip.text_encoder(**tokens).last_hidden_state
-            text = F.normalize(blip.text_proj(text_hidden[:, 0, :]).float(), dim=-1)
+            if self.config.itm:  # BLIP: the ITM loss reuses the vision tower's hidden states
+                image_hidden = self.network.vision_model(pixel_values=pixels).last_hidden_state
+                image = F.normalize(self.network.vision_proj(image_hidden[:, 0, :]).float(), dim=-1)
+            else:
+                image = self.family.image_features(self.network, pixels)
+            text = self.family.text_features(self.network, tokens["input_ids"], tokens["attention_mask"])
             targets = None
             if batch["full"] is not None:
                 targets = soft_targets(batch["full"], batch["partial"])
             loss = contrastive_loss(image, text, self.logit_scale, targets)
             if self.config.itm:
                 loss = loss + itm_loss(
-                    blip, image_hidden, tokens["input_ids"], tokens["attention_mask"], (image @ text.t()).detach()
+                    self.network,
+                    image_hidden,
+                    tokens["input_ids"],
+                    tokens["attention_mask"],
+                    (image @ text.t()).detach(),
                 )
         return loss
 
@@ -239,11 +261,9 @@ class Trainer:
             rows = list(range(start, min(start + 64, len(self.val_set))))
             batch = self.val_set.collate([self.val_set[i] for i in rows])
             pixels = batch["pixels"].to(self.device)
-            hidden = self.blip.vision_model(pixel_values=pixels).last_hidden_state
-            images.append(F.normalize(self.blip.vision_proj(hidden[:, 0, :]).float(), dim=-1).cpu().numpy())
+            images.append(self.family.image_features(self.network, pixels).cpu().numpy())
             tokens = self._tokens(batch["captions"])
-            text_hidden = self.blip.text_encoder(**tokens).last_hidden_state
-            texts.append(F.normalize(self.blip.text_proj(text_hidden[:, 0, :]).float(), dim=-1).cpu().numpy())
+            texts.append(self.family.text_features(self.network, **tokens).cpu().numpy())
         self.model.train()
         report = recall_report(np.concatenate(images), np.concatenate(texts), self.val_set.ids, self.config.ks)
         return {
@@ -257,11 +277,10 @@ class Trainer:
         weights = self.out / "model_weights"
         weights.mkdir(parents=True, exist_ok=True)
         if self.config.full:
-            state = checkpoints.original_format_from_plain(self.blip, self.config.targets, self.config.lora_r)
-            self.blip.save_pretrained(self.out / "model")
-            self.processor.save_pretrained(self.out / "model")
+            state = checkpoints.original_format_from_plain(self.network, self.targets, self.config.lora_r)
+            self.family.save_pretrained(self.network, self.processors, self.out / "model")
         else:
-            state = checkpoints.original_format_from_peft(self.blip)
+            state = checkpoints.original_format_from_peft(self.network)
             self.model.save_pretrained(self.out / "adapter")
         atomic_save(weights / "best_model.pth", lambda handle: torch.save(state, handle))
 

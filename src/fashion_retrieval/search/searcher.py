@@ -157,6 +157,11 @@ class Searcher:
         head, which only BLIP has): the serving engine calls this before queueing, so one such query never fails
         a batch of others."""
         if getattr(query, "rerank", 0) and not self.encoder.has_itm:
+            if self.encoder.family.has_itm:  # a BLIP on exported towers: the head stays in torch
+                raise UnsupportedFeatureError(
+                    f"the exported towers ({self.encoder.backend}) hold no image-text matching head: rerank with "
+                    "--backend torch, or search without rerank"
+                )
             raise UnsupportedFeatureError(
                 f"this model ({self.identity.family}) has no image-text matching head: rerank needs a BLIP "
                 "retrieval model; search without rerank"

@@ -1,0 +1,99 @@
+"""The exported backends through the commands users run: `embed --backend openvino` writes the same folder as
+torch (same layout and ids, vectors within the fp32 parity bound) and passes `eval`; the Ray engine runs it too;
+a server on an export answers and says which backend it runs; a store made by torch is queried by OpenVINO."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from fashion_retrieval.cli import app
+from fashion_retrieval.data.synthetic import make_catalog
+from fashion_retrieval.embeddings import load_embeddings
+from fashion_retrieval.search.searcher import open_searcher
+from fashion_retrieval.serve.app import create_app
+from fashion_retrieval.serve.config import ServeConfig
+from fashion_retrieval.store.indexer import IndexConfig, index_embeddings
+from fashion_retrieval.store.milvus import MilvusTarget
+
+FILES = {"image_embeddings.npy", "text_embeddings.npy", "metadata.parquet", "metadata.pkl", "failures.jsonl"}
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    return make_catalog(tmp_path_factory.mktemp("backend_cat"), n=20, seed=9, image_size=48)
+
+
+@pytest.fixture(scope="module")
+def torch_folder(tmp_path_factory, catalog, tiny_base):
+    out = tmp_path_factory.mktemp("backend_torch") / "emb"
+    result = CliRunner().invoke(
+        app, ["embed", str(catalog), "--base", str(tiny_base), "--out", str(out), "--workers", "0", "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_embed_on_openvino_writes_the_same_folder_and_passes_eval(catalog, tiny_base, torch_folder, tmp_path):
+    out = tmp_path / "emb"
+    args = ["embed", str(catalog), "--base", str(tiny_base), "--out", str(out), "--workers", "0", "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--backend", "openvino", "--json"])
+    assert result.exit_code == 0, result.output
+    assert FILES <= {p.name for p in out.iterdir()}
+    ours, reference = load_embeddings(out), load_embeddings(torch_folder)
+    assert ours.metadata["id"].tolist() == reference.metadata["id"].tolist()
+    np.testing.assert_allclose(ours.image_embeddings, reference.image_embeddings, atol=1e-4)
+    np.testing.assert_allclose(ours.text_embeddings, reference.text_embeddings, atol=1e-4)
+    precision = ours.manifest["precision"]
+    assert precision["backend"] == "openvino" and precision["dtype"] == "float32" and precision["parity"]["passed"]
+    evaluated = CliRunner().invoke(app, ["eval", str(out), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(evaluated.stdout)
+    assert report["text_to_image"]["recall@10"] == pytest.approx(
+        json.loads(CliRunner().invoke(app, ["eval", str(torch_folder), "--json"]).stdout)["text_to_image"]["recall@10"],
+        abs=0.05,
+    )
+    again = CliRunner().invoke(app, [*args, "--backend", "onnxruntime"])
+    assert again.exit_code == 2 and "another --backend" in again.output  # a run resumes on the backend it began on
+
+
+def test_ray_engine_on_openvino_equals_in_process(catalog, tiny_base, tmp_path):
+    pytest.importorskip("ray")
+    from fashion_retrieval.pipeline.embed import embed_catalog
+    from tests.helpers import embed_config
+
+    local = embed_catalog(embed_config(catalog, tiny_base, tmp_path / "local", text_batch_size=8), progress=False)
+    config = embed_config(catalog, tiny_base, tmp_path / "ray", engine="ray", text_batch_size=8)
+    from dataclasses import replace
+
+    config = replace(config, model=replace(config.model, backend="openvino"))
+    local_ov = replace(embed_config(catalog, tiny_base, tmp_path / "local_ov", text_batch_size=8), model=config.model)
+    embed_catalog(local_ov, progress=False)
+    summary = embed_catalog(config, progress=False)
+    assert summary["engine"] == "ray" and summary["embedded"] == local["embedded"]
+    ray_out, local_out = load_embeddings(tmp_path / "ray"), load_embeddings(tmp_path / "local_ov")
+    np.testing.assert_allclose(ray_out.image_embeddings, local_out.image_embeddings, atol=1e-6)
+    np.testing.assert_allclose(ray_out.text_embeddings, local_out.text_embeddings, atol=1e-6)
+    assert ray_out.manifest["precision"]["backend"] == "openvino"
+
+
+def test_a_torch_store_served_and_searched_on_openvino(torch_folder, tmp_path):
+    db = tmp_path / "fashion.db"
+    index_embeddings(IndexConfig(str(torch_folder), MilvusTarget(db=str(db))), progress=False)
+    query = load_embeddings(torch_folder).metadata["caption"][0]
+    torch_searcher = open_searcher(db=str(db), device="cpu")
+    try:
+        want = [h.id for h in torch_searcher.text(query, top_k=5).results]
+    finally:
+        torch_searcher.store.close()
+    with TestClient(create_app(ServeConfig(db=str(db), device="cpu", backend="openvino"))) as client:
+        health = client.get("/api/health").json()
+        assert health["precision"]["backend"] == "openvino" and health["precision"]["parity"]["passed"]
+        hits = client.post("/api/search/text", json={"query": query, "top_k": 5}).json()["results"]
+        assert [h["id"] for h in hits] == want  # fp32 on another runtime: the same ranking
+        rerank = client.post("/api/search/text", json={"query": query, "rerank": 3})
+        assert rerank.status_code == 400 and "--backend torch" in rerank.json()["detail"]

@@ -14,6 +14,8 @@ MILVUS3 ?= .venv-milvus3
 OPEN_CLIP ?= .venv-open-clip
 OPEN_CLIP_TORCH ?= torch==2.14.1 torchvision==0.29.1
 OPEN_CLIP_TESTS ?= 1
+# pytest-xdist workers: 2 on the 2-core CI machine (each runs torch on one thread); more cores, more workers
+TEST_WORKERS ?= 2
 OPEN_CLIP_TEST_FILES = tests/model/test_families.py tests/model/test_backends.py tests/test_families_e2e.py \
 	tests/train/test_train_families.py
 
@@ -44,7 +46,8 @@ install: $(VENV)/.installed $(MILVUS3)/bin/milvus-lite
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/ruff check src tests benchmarks examples
-	HF_HUB_OFFLINE=1 FASHION_RETRIEVAL_MILVUS3=$(MILVUS3)/bin/milvus-lite $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 FASHION_RETRIEVAL_MILVUS3=$(MILVUS3)/bin/milvus-lite $(BIN)/python -m pytest -q \
+		-n $(TEST_WORKERS) --dist loadgroup --durations=15
 	@if [ "$(OPEN_CLIP_TESTS)" = 1 ]; then $(MAKE) --no-print-directory test-open-clip; fi
 
 test-open-clip: $(OPEN_CLIP)/.installed

@@ -14,6 +14,11 @@ if "FASHION_RETRIEVAL_TEST_CACHE" not in os.environ:
 
     os.environ["FASHION_RETRIEVAL_TEST_CACHE"] = os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="fr-cache-")
 
+# Under pytest-xdist each worker (and the servers and CLIs it starts) runs torch on one thread: two workers on
+# two cores then run side by side instead of each stalling the other's OpenMP team.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -45,3 +50,9 @@ def tiny_captioning_base(tmp_path_factory, tiny_base) -> Path:
     BlipForConditionalGeneration(config).save_pretrained(folder)
     BlipProcessor.from_pretrained(tiny_base).save_pretrained(folder)
     return folder
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Slow tests first (a stable sort): pytest-xdist hands them out before the many quick ones, so the last
+    minutes are not one worker finishing a long test while the other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

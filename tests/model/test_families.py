@@ -194,3 +194,14 @@ def test_bf16_parity_probe_runs_for_every_family(family, bases, monkeypatch, tmp
     figures = encoder.precision.parity
     assert figures["probes"] == 2 * precision.PROBE_ITEMS and 0.0 < figures["min_cosine"] <= 1.0
     assert encoder.precision.name in ("float32", "bfloat16")
+
+
+def test_open_clip_weights_win_over_a_remote_code_config(tmp_path):
+    """Hub repos of open_clip models (Marqo's) carry a transformers-style config.json for their remote code
+    beside the open_clip checkpoint: the open_clip weights decide."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "siglip", "architectures": ["MarqoFashionSigLIP"]}))
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"embed_dim": 8}}))
+    (tmp_path / "open_clip_pytorch_model.bin").write_bytes(b"")
+    assert detect_family(str(tmp_path)).name == "open_clip"
+    (tmp_path / "open_clip_pytorch_model.bin").unlink()
+    assert detect_family(str(tmp_path)).name == "siglip"  # no open_clip weights: the transformers config

@@ -34,6 +34,10 @@ def detect_family(base: str) -> Family:
     """The family of a base folder (or, with network, a hub id), from the folder's own config."""
     folder = Path(base)
     if folder.is_dir():
+        if any(folder.glob("open_clip_*.safetensors")) or any(folder.glob("open_clip_*.bin")):
+            # open_clip weights, whatever config.json says: hub repos of open_clip models (Marqo's) carry a
+            # transformers-style config.json for their remote code beside the open_clip checkpoint
+            return BY_NAME["open_clip"]
         config = read_config_json(folder)
     else:
         config = _hub_config(base)

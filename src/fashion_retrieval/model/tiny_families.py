@@ -19,25 +19,42 @@ BASE_WORDS = "a the man lady woman wears shirt dress with and".split()
 INIT_RANGE = 0.3
 
 
-def _byte_vocab() -> tuple[dict[str, int], list[str]]:
-    """CLIP's byte-level BPE with no merges: every byte's character, alone or ending a word, and the two
-    special tokens. Each caption character is a token; that is enough for a random model."""
+def _clip_vocab(texts: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """CLIP's byte-level BPE: every byte's character, alone or ending a word, the two special tokens, and merges
+    that make each word of ``texts`` one token (or a few, where words share a prefix), so captions are about as
+    many tokens long as with CLIP's real vocabulary."""
     from tokenizers.pre_tokenizers import ByteLevel
 
     chars = sorted(ByteLevel.alphabet())  # the GPT-2 byte-to-unicode table CLIP's tokenizer uses
     tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    return {token: index for index, token in enumerate(tokens)}, []
+    merges: list[tuple[str, str]] = []
+    for word in words_of(texts):
+        if not word.isascii() or not word.isalnum() or len(word) < 2:
+            continue
+        pieces = [*word[:-1], word[-1] + "</w>"]
+        merged = pieces[0]
+        for piece in pieces[1:]:
+            merges.append((merged, piece))
+            merged += piece
+            tokens.append(merged)
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+    return vocab, list(dict.fromkeys(merges))
 
 
-def _tower(hidden: int, layers: int, intermediate: int, **extra: Any) -> dict:
+def _tower(hidden: int, layers: int, intermediate: int, heads: int | None = None, **extra: Any) -> dict:
     return {
         "hidden_size": hidden,
         "intermediate_size": intermediate,
         "num_hidden_layers": layers,
-        "num_attention_heads": max(1, hidden // 16),
+        "num_attention_heads": heads or max(1, hidden // 16),
         "initializer_range": INIT_RANGE,
         **extra,
     }
+
+
+def _text_sizes(hidden: int, layers: int, intermediate: int, text: dict | None) -> dict:
+    """The text tower's sizes: the vision tower's unless ``text`` overrides some (real CLIP's is narrower)."""
+    return {"hidden": hidden, "layers": layers, "intermediate": intermediate, **(text or {})}
 
 
 def build_tiny_clip(
@@ -51,20 +68,24 @@ def build_tiny_clip(
     layers: int = 2,
     intermediate: int = 64,
     embed_dim: int = 64,
+    heads: int | None = None,
+    text: dict | None = None,
     **overrides: Any,
 ) -> Path:
-    """A ``CLIPModel`` with ``CLIPProcessor`` (shortest-edge resize + centre crop, CLIP's BPE tokenizer)."""
+    """A ``CLIPModel`` with ``CLIPProcessor`` (shortest-edge resize + centre crop, CLIP's BPE tokenizer).
+    ``text`` sets the text tower's own hidden/layers/intermediate/heads (default: the vision tower's)."""
     import torch
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     folder = Path(folder)
-    vocab, merges = _byte_vocab()
+    vocab, merges = _clip_vocab(texts)
     tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
     special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
-    text = _tower(hidden, layers, intermediate, vocab_size=len(tokenizer), max_position_embeddings=77, **special)
-    vision = _tower(hidden, layers, intermediate, image_size=image_size, patch_size=patch_size)
-    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=embed_dim, **overrides)
+    t = _text_sizes(hidden, layers, intermediate, {"heads": heads, **(text or {})})
+    text_tower = _tower(**t, vocab_size=len(tokenizer), max_position_embeddings=77, **special)
+    vision = _tower(hidden, layers, intermediate, heads, image_size=image_size, patch_size=patch_size)
+    config = CLIPConfig(text_config=text_tower, vision_config=vision, projection_dim=embed_dim, **overrides)
     config.initializer_range = INIT_RANGE
     torch.manual_seed(seed)
     image_processor = CLIPImageProcessorPil(
@@ -107,6 +128,8 @@ def build_tiny_siglip(
     hidden: int = 32,
     layers: int = 2,
     intermediate: int = 64,
+    heads: int | None = None,
+    text: dict | None = None,
     **overrides: Any,
 ) -> Path:
     """A ``SiglipModel`` with ``SiglipProcessor`` (square resize, SentencePiece tokenizer padded to 64)."""
@@ -117,10 +140,12 @@ def build_tiny_siglip(
     folder = Path(folder)
     captions = [*texts, " ".join(BASE_WORDS)]
     tokenizer = SiglipTokenizer(vocab_file=str(_sentencepiece(folder, captions)), model_max_length=64)
-    text = _tower(hidden, layers, intermediate, vocab_size=len(tokenizer), max_position_embeddings=64)
-    text |= {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
-    vision = _tower(hidden, layers, intermediate, image_size=image_size, patch_size=patch_size)
-    config = SiglipConfig(text_config=text, vision_config=vision, **overrides)
+    t = _text_sizes(hidden, layers, intermediate, {"heads": heads, **(text or {})})
+    text_tower = _tower(**t, vocab_size=len(tokenizer), max_position_embeddings=64)
+    text_tower |= {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+    text_tower["projection_size"] = hidden  # the text head ends in the image tower's space
+    vision = _tower(hidden, layers, intermediate, heads, image_size=image_size, patch_size=patch_size)
+    config = SiglipConfig(text_config=text_tower, vision_config=vision, **overrides)
     config.initializer_range = INIT_RANGE
     torch.manual_seed(seed)
     image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})

@@ -113,16 +113,20 @@ def test_health_answers_at_once_while_the_model_is_busy(small_embeddings):
         for thread in threads:
             thread.start()
         time.sleep(1.0)
+        before = len(done)
         busy = _health_p95(server.url)
+        during = len(done) - before
         stop.set()
         for thread in threads:
             thread.join(timeout=60)
     finally:
         server.close()
-    assert len(done) > 50 and set(done) == {200}
+    # the model kept encoding while health was probed (a count of searches, not a rate: the tests share the cores
+    # with another test worker, so rates vary with what runs beside)
+    assert during >= 8 and set(done) == {200}, (during, set(done))
     # The one-lock server answered health in seconds under this load; the bound is a ratio to the idle p95 of
-    # the same run (plus 5 ms of scheduling slack for a 2-core machine shared with the clients).
-    assert busy <= 3 * idle + 0.005, (idle, busy)
+    # the same run (plus 20 ms of scheduling slack for 2 cores shared with the clients and another test worker).
+    assert busy <= 3 * idle + 0.02, (idle, busy)
 
 
 def test_uploads_stay_in_memory_and_bodies_are_capped(served, tmp_path):

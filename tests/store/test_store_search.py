@@ -215,6 +215,7 @@ def test_second_process_gets_a_clear_message(searchers, lite_db):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "one process at a time" in result.stderr and "--uri" in result.stderr
+    assert "POST /api/items" in result.stderr  # a server holding the file takes the writes through its API
 
 
 def test_cli_schema_create_describe_drop(tmp_path, embeddings_dir):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fashion_retrieval.cli import compare, embed, export, model, quality, serve, store  # noqa: F401  (registers)
+from fashion_retrieval.cli import compare, embed, export, items, model, quality, serve, store  # noqa: F401  (registers)
 from fashion_retrieval.cli.common import app
 from fashion_retrieval.logs import configure_logging
 

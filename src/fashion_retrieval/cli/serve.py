@@ -27,7 +27,7 @@ from fashion_retrieval.cli.common import (
 )
 
 
-# Long only by its option declarations (Typer reads them from the signature); body: 34 lines, 25 passing options on.
+# Long only by its option declarations (Typer reads them from the signature); the body passes the options on.
 @app.command()
 @user_errors
 def serve(
@@ -52,6 +52,10 @@ def serve(
         ),
     ] = 1,
     api_key: Annotated[str | None, typer.Option(help="Require this X-API-Key header on /api/* and /images/*.")] = None,
+    admin_key: Annotated[
+        str | None,
+        typer.Option(help="Take catalogue writes (POST/PUT/PATCH/DELETE /api/items) with this X-API-Key; off without."),
+    ] = None,
     cors_origin: Annotated[str | None, typer.Option(help="Allow this browser origin (CORS is off otherwise).")] = None,
     base: Annotated[str | None, typer.Option(help="Query model base (default: the recorded one).")] = None,
     checkpoint: CheckpointOpt = None,
@@ -69,10 +73,34 @@ def serve(
         float | None,
         typer.Option(help="Wait this long for more queries before encoding (default: 0 on CPU, 5 on CUDA)."),
     ] = None,
+    max_queue: Annotated[
+        float | None,
+        typer.Option(
+            help="Queued work (in image queries; a text query counts 1/16) past which searches get 503 + "
+            "Retry-After (default: 12 on CPU, measured; 512 on CUDA)."
+        ),
+    ] = None,
+    write_batch: Annotated[
+        int | None,
+        typer.Option(help="Items encoded together when no search waits (default: 1 on CPU, 16 on CUDA)."),
+    ] = None,
+    request_timeout: Annotated[
+        float, typer.Option(help="A search not encoded within this many seconds is dropped with 503.")
+    ] = 10.0,
+    header_timeout: Annotated[
+        float, typer.Option(help="Seconds a connection may take to send a request's line and headers (then 408).")
+    ] = 10.0,
+    keep_alive: Annotated[int, typer.Option(help="Seconds an idle keep-alive connection stays open.")] = 5,
+    limit_concurrency: Annotated[
+        int, typer.Option(help="Connections and requests at once past which new requests get 503 (per process).")
+    ] = 1024,
     max_upload_mb: Annotated[float, typer.Option(help="Largest image upload accepted.")] = 10.0,
     body_timeout: Annotated[
         float, typer.Option(help="Seconds a request body may take to arrive (slow senders get 408).")
     ] = 30.0,
+    max_batch_lines: Annotated[int, typer.Option(help="Lines a batch import (/api/items:batch) may hold.")] = 1000,
+    max_batch_mb: Annotated[float, typer.Option(help="Largest batch import body.")] = 64.0,
+    write_chunk: Annotated[int, typer.Option(help="Batch lines written, flushed and acknowledged together.")] = 16,
     metrics: Annotated[
         bool, typer.Option("--metrics/--no-metrics", help="Serve Prometheus metrics at /metrics.")
     ] = True,
@@ -83,7 +111,9 @@ def serve(
     """Serve the JSON API (docs at /docs), the search page at / and Prometheus metrics at /metrics.
 
     Queries are batched: one model worker encodes what is waiting together, while the store answers the
-    previous batch. Bodies are capped (--max-upload-mb for images, 1 MB for JSON) before they are read."""
+    previous batch. Bodies are capped (--max-upload-mb for images, 1 MB for JSON) before they are read. Past
+    --max-queue, or past --request-timeout, searches get 503 with Retry-After. With --admin-key the catalogue
+    takes writes (/api/items, /api/items:batch), encoded by the same model after the searches."""
     from fashion_retrieval.serve.config import ServeConfig
 
     config = ServeConfig(
@@ -106,12 +136,22 @@ def serve(
         port=port,
         workers=workers,
         api_key=api_key,
+        admin_key=admin_key,
         cors_origin=cors_origin,
         max_batch=max_batch,
         max_image_batch=max_image_batch,
         max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
+        write_batch=write_batch,
+        request_timeout=request_timeout,
+        header_timeout=header_timeout,
+        keep_alive_seconds=keep_alive,
+        limit_concurrency=limit_concurrency,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         body_timeout=body_timeout,
+        max_batch_lines=max_batch_lines,
+        max_batch_bytes=int(max_batch_mb * 1024 * 1024),
+        write_chunk=write_chunk,
         metrics=metrics,
         log_level=log_level,
     )
@@ -127,6 +167,7 @@ def run_server(config) -> None:
 
     from fashion_retrieval.serve.app import create_app
     from fashion_retrieval.serve.config import CONFIG_ENV
+    from fashion_retrieval.serve.protocol import PROTOCOL, ConnectionLimits
 
     if config.log_level not in ("debug", "info", "warning", "error"):
         raise ValueError(f"--log-level {config.log_level!r}: use debug, info, warning or error")
@@ -137,8 +178,10 @@ def run_server(config) -> None:
         "log_level": "warning" if config.log_level == "info" else config.log_level,  # our access log replaces its
         "access_log": False,
         "timeout_keep_alive": config.keep_alive_seconds,
-        "h11_max_incomplete_event_size": 16 * 1024,  # request line + headers
+        "limit_concurrency": config.limit_concurrency,
+        "http": PROTOCOL,  # uvicorn's httptools protocol with a header timeout, a header cap, a lingering close
     }
+    ConnectionLimits(header_timeout=config.header_timeout).to_environment()  # read by each worker's protocol
     if config.workers == 1:
         from fashion_retrieval.serve.engine import in_fresh_thread
 
@@ -169,7 +212,10 @@ def run_server(config) -> None:
 def demo(
     workdir: Annotated[str, typer.Option(help="Where everything goes (reused by a second run).")] = "demo_workdir",
     n: Annotated[int, typer.Option("--n", help="Catalogue size.")] = 2000,
-    train_seconds: Annotated[float, typer.Option(help="Training time budget.")] = 120.0,
+    train_epochs: Annotated[int, typer.Option(help="Training epochs (the demo's recipe: 160).")] = 160,
+    train_seconds: Annotated[
+        float | None, typer.Option(help="Cap training at this many seconds (the model then depends on the machine).")
+    ] = None,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Print example searches instead of serving.")] = False,
     port: Annotated[int, typer.Option(help="Port for the page.")] = 8000,
     as_json: JsonOpt = False,
@@ -177,7 +223,9 @@ def demo(
     """Offline end to end: make a catalogue, train a tiny BLIP, embed, index, evaluate, then serve the page."""
     from fashion_retrieval.demo import DemoConfig, example_searches, run_demo
 
-    config = DemoConfig(workdir=workdir, n=n, train_seconds=train_seconds, serve=not no_serve, port=port)
+    config = DemoConfig(
+        workdir=workdir, n=n, train_epochs=train_epochs, train_seconds=train_seconds, serve=not no_serve, port=port
+    )
     summary = run_demo(config, progress=not as_json)
     if as_json:
         print_json(summary)
@@ -186,7 +234,8 @@ def demo(
         for example in example_searches(workdir):
             typer.echo(f"\n{example['query']!r}:")
             for hit in example["results"]:
-                typer.echo(f"  {hit['score']:.3f}  {hit['caption']}")
+                mark = "+" if hit["matches"] else "x"  # what the query asks for, or not
+                typer.echo(f"  {mark} {hit['score']:.3f}  {hit['caption']}")
         return
     from fashion_retrieval.serve.config import ServeConfig
 

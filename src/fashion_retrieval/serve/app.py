@@ -23,8 +23,9 @@ from fashion_retrieval.serve.errors import EXCEPTION_HANDLERS
 from fashion_retrieval.serve.limits import BodyLimitMiddleware, keep_uploads_in_memory
 from fashion_retrieval.serve.metrics import AccessLogMiddleware, ServeMetrics
 from fashion_retrieval.serve.openapi import use_catalogue_openapi
-from fashion_retrieval.serve.routes import catalog, page, search, system
+from fashion_retrieval.serve.routes import catalog, items, page, search, system
 from fashion_retrieval.serve.service import Service
+from fashion_retrieval.serve.shedding import ShedLoadMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,11 @@ async def lifespan(app: FastAPI, *, searcher=None) -> AsyncIterator[None]:
         max_batch=config.max_batch,
         max_image_batch=config.max_image_batch,
         max_wait_ms=config.max_wait_ms,
+        max_queue=config.max_queue,
+        write_batch=config.write_batch,
     )
     engine = await run_in_threadpool(QueryEngine(opened, settings, app.state.metrics).start)
-    app.state.service = Service(engine, config)
+    app.state.service = await run_in_threadpool(Service, engine, config, app.state.metrics)  # reads the schema
     try:
         yield
     finally:
@@ -58,7 +61,8 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
         title="fashion-retrieval",
         version="0.1.0",
         lifespan=partial(lifespan, searcher=searcher),
-        description="Multimodal fashion search: text, image and hybrid queries with filters.",
+        description="Multimodal fashion search: text, image and hybrid queries with filters; catalogue writes "
+        "behind an admin key.",
         # an image part sent without a filename is a plain field: let it be as large as an upload
         form_limits={"max_part_size": config.max_upload_bytes, "max_files": 4, "max_fields": 256},
         exception_handlers=EXCEPTION_HANDLERS,
@@ -71,7 +75,7 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=[config.cors_origin],
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Content-Type", "X-API-Key"],
         )
     app.add_middleware(
@@ -79,11 +83,13 @@ def create_app(config: ServeConfig, *, searcher=None) -> FastAPI:
         json_limit=config.max_json_bytes,
         upload_limit=config.max_upload_bytes,
         body_timeout=config.body_timeout,
+        batch_limit=config.max_batch_bytes,
     )
+    app.add_middleware(ShedLoadMiddleware)  # before the body is read: refusing must cost next to nothing
     app.add_middleware(AccessLogMiddleware, metrics=metrics)
 
-    # In this order (the OpenAPI document lists paths as added); a write router for items would go after catalog.
-    for router in (system.router, search.router, catalog.router):
+    # In this order (the OpenAPI document lists paths as added): reads, then the writes.
+    for router in (system.router, search.router, catalog.router, items.router):
         app.include_router(router)
     if metrics is not None:
         app.include_router(system.metrics_router)

@@ -1,14 +1,18 @@
-"""The query engine between the HTTP API and the searcher: a queue, one model worker, dynamic batching.
+"""The query engine between the HTTP API and the searcher: a bounded queue, one model worker, dynamic batching.
 
-Requests are queued as ``Query`` values. One worker thread owns the model: it takes what is waiting (up to
-``max_batch`` queries, of which at most ``max_image_batch`` carry an image, waiting at most ``max_wait_ms``
-for more), encodes the texts of all of them in one length-sorted batch and the images in one batch, and
-hands each query to the search pool, which runs its store search while the worker encodes the next batch.
-The search pool has as many threads as the store says it can serve at once (a Milvus Lite file: 1; a
-Milvus server: several). Nothing here runs on the event loop: callers await the returned futures.
+Requests are queued (``serve/scheduler.py``: searches first, item writes when no search waits, a bound on the
+waiting work, deadlines). One worker thread owns the model: it takes what is waiting (up to ``max_batch``
+queries, of which at most ``max_image_batch`` carry an image, waiting at most ``max_wait_ms`` for more),
+encodes the texts of all of them in one length-sorted batch and the images in one batch, and hands each query
+to the search pool, which runs its store search while the worker encodes the next batch; an item's vectors go
+back to whoever asked (the write path stores them). The search pool has as many threads as the store says it
+can serve at once (a Milvus Lite file: 1; a Milvus server: several). Nothing here runs on the event loop:
+callers await the returned futures.
 
 Under no load a request is encoded at once (no waiting for company); under load, requests that arrive while
 the model is busy form the next batch: the batch size follows the load, as in TEI or Triton's dynamic batcher.
+Past ``max_queue`` a search is refused at once (503 + Retry-After upstream), one that cannot be encoded before
+its deadline is dropped unencoded, and one whose client left is skipped: the engine counts each.
 """
 
 from __future__ import annotations
@@ -16,23 +20,39 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
-import queue
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
+
 from fashion_retrieval.search.queries import Query, SearchResponse
+from fashion_retrieval.serve.scheduler import Batch, Call, Expired, Job, JobQueue, Overloaded, cost_of
+from fashion_retrieval.store.items import NewItem
 
 log = logging.getLogger(__name__)
 
 # Measured on 2 CPU cores with a BLIP-base-sized model (benchmarks/serve_load.py): waiting for company costs
 # a lone request its full wait and buys nothing the queue does not already give under load, so 0 on CPU. On
 # a GPU a forward of 64 costs about what a forward of 1 does: waiting a few ms to fill a batch pays.
-DEFAULTS = {"cpu": {"max_batch": 32, "max_image_batch": 4, "max_wait_ms": 0.0}}
-DEFAULTS["cuda"] = {"max_batch": 128, "max_image_batch": 64, "max_wait_ms": 5.0}
+# max_queue, in image queries (a text query costs 1/16): the most work that can wait and still be encoded within
+# the default --request-timeout (10 s) here. Measured: BLIP-base-sized fp32 encodes 1.83 images/s in batches of 4
+# on these 2 cores (benchmarks/results/serve_load.json, bare_batched_image_per_second). The last query admitted to
+# a queue of 12 waits for the batch being encoded (<= 4 images) and the 12 queued: 16 / 1.83 = 8.7 s, within 10 s
+# with room for the uploads' decoding on the same cores (13: 9.3 s, 15: 10.4 s). benchmarks/ingest.py's overload
+# phase checks it: the accepted requests' p99 against the deadline. CUDA's values are not measured here.
+# write_batch: items encoded together when no search waits. 1 on CPU: a search that arrives during an import waits
+# for at most one image forward (0.55 s here), where a batch of 4 makes it wait 2.2 s for ~6% more items/s.
+DEFAULTS = {
+    "cpu": {"max_batch": 32, "max_image_batch": 4, "max_wait_ms": 0.0, "max_queue": 12.0, "write_batch": 1},
+    "cuda": {"max_batch": 128, "max_image_batch": 64, "max_wait_ms": 5.0, "max_queue": 512.0, "write_batch": 16},
+}
 REFRESH_SECONDS = 10.0
+RESCAN_SECONDS = 300.0  # the facets are scanned again at least this often (values that deletes left unused)
 MODEL_NICE = 5  # CFS weight 1024 vs 335: the event loop wins the cores when it has work
+# Weight of the newest batch in the moving average of encode seconds per unit of cost: high, so that the estimate
+# recovers within a few batches after a spell of contention (a stale, slow estimate expires queries needlessly).
+RATE_SMOOTHING = 0.5
 
 
 @dataclass(frozen=True)
@@ -40,6 +60,10 @@ class EngineSettings:
     max_batch: int = 32
     max_image_batch: int = 4
     max_wait_ms: float = 0.0
+    max_queue: float = 12.0  # waiting work (in image queries) past which a search is refused
+    write_batch: int = 1  # items encoded together when no search waits
+    max_write_queue: int = 256  # items waiting to be encoded past which a write is refused
+    write_wait: float = 1.0  # seconds the oldest item waits before it rides along with searches
 
     @classmethod
     def for_device(cls, device_type: str, **overrides: float | None) -> EngineSettings:
@@ -48,25 +72,9 @@ class EngineSettings:
         settings = cls(**values)
         if settings.max_batch < 1 or settings.max_image_batch < 1 or settings.max_wait_ms < 0:
             raise ValueError("--max-batch and the image batch must be at least 1, --max-wait-ms at least 0")
+        if settings.max_queue <= 0 or settings.write_batch < 1 or settings.max_write_queue < 1:
+            raise ValueError("--max-queue must be positive, the write batch and write queue at least 1")
         return settings
-
-
-@dataclass
-class _Job:
-    query: Query
-    future: concurrent.futures.Future
-
-
-@dataclass
-class _Call:
-    """Other model work (a composed caption, a rerank) asked for by a query while it runs in the store pool."""
-
-    function: object
-    args: tuple
-    future: concurrent.futures.Future
-
-
-_STOP = object()
 
 
 class QueryEngine:
@@ -74,13 +82,12 @@ class QueryEngine:
 
     def __init__(self, searcher, settings: EngineSettings, metrics=None) -> None:
         self.searcher, self.settings, self.metrics = searcher, settings, metrics
-        self._queue: queue.Queue = queue.Queue()
-        self._held: deque[_Job] = deque()  # taken from the queue but left for the next batch (image cap)
+        self._queue = JobQueue(settings.max_queue, settings.max_write_queue, settings.write_wait)
         self.store_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, int(getattr(searcher.store, "max_concurrency", 1))), thread_name_prefix="store"
         )
-        self.batches = 0
-        self.queries = 0
+        self.batches = self.queries = self.items = 0
+        self.shed = self.expired = self.abandoned = 0
         self._closed = threading.Event()
         self._worker = threading.Thread(target=self._work, name="model-worker", daemon=True)
         self._refresher = threading.Thread(target=self._refresh_loop, name="store-refresh", daemon=True)
@@ -89,6 +96,7 @@ class QueryEngine:
         self.attributes: list[str] = []
         self.example_id: str | None = None
         self.version = 0  # bumped when the cached facets change (the OpenAPI document lists them)
+        self._scanned: tuple[int | None, float] = (None, 0.0)  # the count the facets were scanned at, and when
 
     # -- life cycle -----------------------------------------------------------------------------------
     def start(self) -> QueryEngine:
@@ -99,27 +107,39 @@ class QueryEngine:
         self._worker.start()
         self._refresher.start()
         log.info(
-            "query engine: batches of up to %d queries (%d with images), waiting up to %g ms; %d store thread(s)",
+            "query engine: batches of up to %d queries (%d with images), waiting up to %g ms; %d store thread(s); "
+            "searches refused past %g queued image queries; items encoded %d at a time when no search waits",
             self.settings.max_batch,
             self.settings.max_image_batch,
             self.settings.max_wait_ms,
             self.store_pool._max_workers,
+            self.settings.max_queue,
+            self.settings.write_batch,
         )
         return self
 
     def close(self) -> None:
         self.searcher.on_model = lambda function, *args: function(*args)
         self._closed.set()
-        self._queue.put(_STOP)
+        for left in self._queue.close():
+            if left.future.set_running_or_notify_cancel():
+                left.future.set_exception(RuntimeError("the query engine is closed"))
         if self._worker.is_alive():
             self._worker.join(timeout=30)
         self.store_pool.shutdown(wait=True, cancel_futures=True)
 
     def refresh(self) -> None:
-        """Cached store facts (count, facets), refreshed in the background: health and facets never wait."""
+        """Cached store facts (count, facets), refreshed in the background: health and facets never wait. The
+        facets are scanned again when the count moved other than by this process's writes (another worker, the
+        CLI), and every RESCAN_SECONDS."""
         store = self.searcher.store
-        self.count = self.store_pool.submit(store.count).result()
-        facets = self.store_pool.submit(store.facets).result()
+        count = self.store_pool.submit(store.count).result()
+        scanned_count, scanned_at = self._scanned
+        fresh = count != scanned_count or time.monotonic() - scanned_at > RESCAN_SECONDS
+        facets = self.store_pool.submit(lambda: store.facets(fresh=fresh)).result()
+        if fresh:
+            self._scanned = (count, time.monotonic())
+        self.count = count
         if facets != self.facets:
             self.facets, self.version = facets, self.version + 1
         if self.example_id is None:
@@ -132,17 +152,73 @@ class QueryEngine:
             except Exception as exc:  # noqa: BLE001 - a store hiccup must not stop the server; say so
                 log.warning("could not refresh the store's count and facets: %s", exc)
 
+    def note_writes(self, attributes: list[dict[str, str]], added: int = 0, example: str | None = None) -> None:
+        """What this process just wrote, into the cached facts at once: new values of faceted fields (and so the
+        OpenAPI document), the count; the store's own facet cache merged them too, so no rescan is due."""
+        self.add_facet_values({name: [row[name] for row in attributes if name in row] for name in self.facets})
+        self.count = (self.count or 0) + added
+        scanned_count, scanned_at = self._scanned
+        if scanned_count is not None:
+            self._scanned = (scanned_count + added, scanned_at)
+        self.example_id = self.example_id or example
+
+    def add_facet_values(self, values: dict[str, list[str]]) -> None:
+        """Values found in the store (written here, or by another process) that the cached facets lack."""
+        facets = {name: list(known) for name, known in self.facets.items()}
+        changed = False
+        for name, new in values.items():
+            added = set(new) - set(facets.get(name, ()))
+            if name in facets and added:
+                facets[name] = sorted({*facets[name], *added})
+                changed = True
+        if changed:
+            self.facets, self.version = facets, self.version + 1
+
     # -- requests -------------------------------------------------------------------------------------
-    def submit(self, query: Query) -> concurrent.futures.Future:
-        """Queue a query; the future gives its ``SearchResponse`` (or raises its error)."""
-        if self._closed.is_set():
-            raise RuntimeError("the query engine is closed")
+    def submit(self, query: Query, deadline: float | None = None) -> concurrent.futures.Future:
+        """Queue a query; the future gives its ``SearchResponse`` (or raises its error). ``deadline``
+        (time.monotonic()): dropped unencoded if the model cannot reach it by then. Raises ``Overloaded``."""
         self.searcher.check(query)  # what the model cannot do is refused here, not inside a batch
         future: concurrent.futures.Future = concurrent.futures.Future()
-        self._queue.put(_Job(query, future))
-        if self.metrics is not None:
-            self.metrics.queue_depth.inc()
+        try:
+            self._queue.put_search(Job(query, future, deadline=deadline))
+        except Overloaded:
+            self._count("shed")
+            raise
+        self._show_depth()
         return future
+
+    def check_room(self, images: int = 1) -> None:
+        """Refuse (``Overloaded``, counted as shed) a search with ``images`` images that the queue has no room for
+        now, before its upload is decoded; ``submit`` checks again."""
+        try:
+            self._queue.check_room(float(images))
+        except Overloaded:
+            self._count("shed")
+            raise
+
+    def submit_write(self, item) -> concurrent.futures.Future:
+        """Queue an item (``store.items.NewItem``) to encode at write priority; the future gives its
+        (text vectors, image vectors). Raises ``Overloaded`` past the write queue's bound."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put_write(Job(item, future, write=True))
+        return future
+
+    def abandon(self, future: concurrent.futures.Future, reason: str = "abandoned") -> bool:
+        """Drop queued work unencoded (its client left: ``abandoned``; its deadline passed: ``expired``).
+        False when the model has it already: it finishes."""
+        if future.cancel():
+            self._count(reason)
+            return True
+        return False
+
+    def _count(self, reason: str) -> None:
+        setattr(self, reason, getattr(self, reason) + 1)
+        if self.metrics is not None:
+            self.metrics.dropped.labels(reason).inc()
+
+    def retry_after(self) -> int:
+        return self._queue.retry_after()
 
     def run(self, query: Query) -> SearchResponse:
         return self.submit(query).result()
@@ -155,67 +231,45 @@ class QueryEngine:
         if threading.current_thread() is self._worker or not self._worker.is_alive():
             return function(*args)
         future: concurrent.futures.Future = concurrent.futures.Future()
-        self._queue.put(_Call(function, args, future))
+        self._queue.put_call(Call(function, args, future))
         return future.result()
 
     def store_call(self, function, *args) -> concurrent.futures.Future:
-        """Any other store access (items, images) through the same pool, so the store's limit holds."""
+        """Any other store access (items, images, writes) through the same pool, so the store's limit holds."""
         return self.store_pool.submit(function, *args)
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize() + len(self._held)
+        return self._queue.depth[0]
+
+    def _show_depth(self) -> None:
+        if self.metrics is not None:
+            searches, writes = self._queue.depth
+            self.metrics.queue_depth.set(searches)
+            self.metrics.write_queue_depth.set(writes)
 
     def describe(self) -> dict:
+        searches, writes = self._queue.depth
         return {
             "pid": os.getpid(),  # which server process answered (serve --workers N)
             "max_batch": self.settings.max_batch,
             "max_image_batch": self.settings.max_image_batch,
             "max_wait_ms": self.settings.max_wait_ms,
+            "max_queue": self.settings.max_queue,
             "store_threads": self.store_pool._max_workers,
-            "queue_depth": self.queue_depth,
+            "queue_depth": searches,
+            "write_queue_depth": writes,
             "batches": self.batches,
             "queries": self.queries,
+            "items_encoded": self.items,
+            "shed": self.shed,
+            "expired": self.expired,
+            "abandoned": self.abandoned,
         }
 
     # -- the model worker -----------------------------------------------------------------------------
-    def _next(self, timeout: float | None) -> _Job | object | None:
-        if self._held:
-            return self._held.popleft()
-        try:
-            return self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
-        except queue.Empty:
-            return None
-
-    def _take_batch(self) -> list[_Job] | None:
-        first = self._next(None)
-        while isinstance(first, _Call):  # other model work first: a query in the store pool waits on it
-            self._call(first)
-            first = self._next(None)
-        if first is _STOP:
-            return None
-        batch, images = [first], len(first.query.pixels())
-        deadline = time.monotonic() + self.settings.max_wait_ms / 1000
-        while len(batch) < self.settings.max_batch:
-            job = self._next(deadline - time.monotonic())
-            if job is None:
-                break
-            if job is _STOP:
-                self._queue.put(_STOP)
-                break
-            if isinstance(job, _Call):
-                self._call(job)
-                continue
-            pixels = len(job.query.pixels())
-            if pixels and images + pixels > self.settings.max_image_batch:
-                self._held.append(job)  # first in the next batch
-                break
-            batch.append(job)
-            images += pixels
-        return batch
-
     @staticmethod
-    def _call(call: _Call) -> None:
+    def _call(call: Call) -> None:
         if not call.future.set_running_or_notify_cancel():
             return
         try:
@@ -223,42 +277,82 @@ class QueryEngine:
         except Exception as exc:  # noqa: BLE001 - delivered to the waiting query
             call.future.set_exception(exc)
 
+    def _warm_up(self) -> None:
+        """An image and a caption through the model before the first request, twice: the first forward pays one-off
+        costs (oneDNN primitives, lazy initialisation) that a shopper should not, and the second one's time seeds the
+        rate that deadlines and Retry-After are judged by (until then a batch is not known to be late)."""
+        width, height = self.searcher.input_size
+        probe = NewItem("warm-up", "a warm-up caption", {}, image=np.zeros((3, height, width), np.float32))
+        try:
+            self.searcher.encode_queries([probe])
+            started = time.perf_counter()
+            self.searcher.encode_queries([probe])
+            self._learn_rate(time.perf_counter() - started, cost_of(probe))
+        except Exception as exc:  # noqa: BLE001 - a model that cannot warm up fails on the first request, with its error
+            log.warning("the model's warm-up failed: %s", exc)
+
     def _work(self) -> None:
         if self.searcher.encoder.device.type == "cpu":
             _yield_to_the_event_loop()
+        self._warm_up()
+        settings = self.settings
         while True:
-            batch = self._take_batch()
-            if batch is None:
+            taken = self._queue.take(
+                settings.max_batch, settings.max_image_batch, settings.write_batch, settings.max_wait_ms / 1000
+            )
+            if taken is None:
                 return
-            if self.metrics is not None:
-                self.metrics.queue_depth.dec(len(batch))
-            live = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            if isinstance(taken, Call):
+                self._call(taken)
+                continue
+            self._show_depth()
+            self._drop_expired(taken)
+            live = [job for job in taken.jobs if job.future.set_running_or_notify_cancel()]
             if live:
                 self._encode_and_dispatch(live)
 
-    def _encode_and_dispatch(self, batch: list[_Job]) -> None:
+    def _drop_expired(self, batch: Batch) -> None:
+        for job in batch.expired:
+            if job.future.set_running_or_notify_cancel():
+                job.future.set_exception(Expired(self._queue.retry_after()))
+                self._count("expired")
+
+    def _encode_and_dispatch(self, batch: list[Job]) -> None:
         started = time.perf_counter()
         try:
-            vectors = self.searcher.encode_queries([job.query for job in batch])
+            vectors = self.searcher.encode_queries([job.work for job in batch])
         except Exception as exc:  # noqa: BLE001 - the batch's callers get the error; the worker lives on
             log.exception("encoding a batch of %d queries failed", len(batch))
             for job in batch:
                 job.future.set_exception(exc)
             return
         seconds = time.perf_counter() - started
+        self._learn_rate(seconds, sum(cost_of(job.work) for job in batch))
+        searches = [job for job in batch if not job.write]
         self.batches += 1
-        self.queries += len(batch)
+        self.queries += len(searches)
+        self.items += len(batch) - len(searches)
         if self.metrics is not None:
-            kind = "image" if any(job.query.pixels() for job in batch) else "text"
+            kind = "write" if not searches else "image" if any(job.work.pixels() for job in searches) else "text"
             self.metrics.encode_seconds.labels(kind).observe(seconds)
             self.metrics.batch_size.labels(kind).observe(len(batch))
         for job, (texts, images) in zip(batch, vectors, strict=True):
-            self.store_pool.submit(self._search, job, texts, images)
+            if job.write:
+                job.future.set_result((texts, images))
+            else:
+                self.store_pool.submit(self._search, job, texts, images)
 
-    def _search(self, job: _Job, texts, images) -> None:
+    def _learn_rate(self, seconds: float, cost: float) -> None:
+        if cost <= 0:
+            return
+        rate, queue = seconds / cost, self._queue
+        previous = queue.seconds_per_cost or rate
+        queue.seconds_per_cost = (1 - RATE_SMOOTHING) * previous + RATE_SMOOTHING * rate
+
+    def _search(self, job: Job, texts, images) -> None:
         started = time.perf_counter()
         try:
-            job.future.set_result(job.query.execute(self.searcher, texts, images))
+            job.future.set_result(job.work.execute(self.searcher, texts, images))
         except Exception as exc:  # noqa: BLE001 - delivered to the caller, who turns it into a 4xx
             job.future.set_exception(exc)
         finally:
@@ -293,4 +387,4 @@ def _yield_to_the_event_loop(nice: int = MODEL_NICE) -> None:
         log.debug("could not lower the model worker's priority: %s", exc)
 
 
-__all__ = ["EngineSettings", "QueryEngine", "in_fresh_thread"]
+__all__ = ["EngineSettings", "Expired", "Overloaded", "QueryEngine", "in_fresh_thread"]

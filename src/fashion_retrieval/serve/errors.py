@@ -1,4 +1,5 @@
-"""Exception handlers: the package's errors as HTTP statuses, and request validation errors kept small."""
+"""Exception handlers: the package's errors as HTTP statuses, shed load as 503 + Retry-After, and request validation
+errors kept small."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from fashion_retrieval.errors import (
     ModelMismatchError,
     StoreError,
 )
+from fashion_retrieval.serve.scheduler import Expired, Overloaded
 
 
-def _status_of(exc: FashionRetrievalError) -> int:
+def status_of(exc: FashionRetrievalError) -> int:
+    """The HTTP status of an error a user caused."""
     if isinstance(exc, ItemNotFoundError):
         return 404
     if isinstance(exc, ImageError):
@@ -28,7 +31,12 @@ def _status_of(exc: FashionRetrievalError) -> int:
 
 
 async def user_error(_: Request, exc: FashionRetrievalError) -> JSONResponse:
-    return JSONResponse({"detail": str(exc).replace("uploaded image: ", "")}, status_code=_status_of(exc))
+    return JSONResponse({"detail": str(exc).replace("uploaded image: ", "")}, status_code=status_of(exc))
+
+
+async def busy(_: Request, exc: Overloaded | Expired) -> JSONResponse:
+    """Shed load: a 503 that says when to come back (the queue's drain time at the measured rate)."""
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
 
 
 async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -41,6 +49,11 @@ async def invalid_request(_: Request, exc: RequestValidationError) -> JSONRespon
 
 
 # For ``FastAPI(exception_handlers=...)``: they replace FastAPI's defaults for these exceptions.
-EXCEPTION_HANDLERS = {FashionRetrievalError: user_error, RequestValidationError: invalid_request}
+EXCEPTION_HANDLERS = {
+    FashionRetrievalError: user_error,
+    RequestValidationError: invalid_request,
+    Overloaded: busy,
+    Expired: busy,
+}
 
-__all__ = ["EXCEPTION_HANDLERS", "invalid_request", "user_error"]
+__all__ = ["EXCEPTION_HANDLERS", "busy", "invalid_request", "status_of", "user_error"]

@@ -16,6 +16,7 @@ import json
 from starlette.exceptions import HTTPException
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and the small form fields beside the file
+BATCH_PATH = "/api/items:batch"  # NDJSON imports: larger bodies (--max-batch-mb), behind the admin key
 
 
 class BodyTooLarge(HTTPException):
@@ -36,13 +37,17 @@ def keep_uploads_in_memory(max_upload_bytes: int) -> None:
 
 
 class BodyLimitMiddleware:
-    """Pure ASGI: caps request bodies (JSON and others at ``json_limit``, multipart at ``upload_limit``)."""
+    """Pure ASGI: caps request bodies (JSON and others at ``json_limit``, multipart at ``upload_limit``, a batch
+    import at ``batch_limit``)."""
 
-    def __init__(self, app, *, json_limit: int, upload_limit: int, body_timeout: float) -> None:
+    def __init__(self, app, *, json_limit: int, upload_limit: int, body_timeout: float, batch_limit: int = 0) -> None:
         self.app = app
         self.json_limit, self.upload_limit, self.body_timeout = json_limit, upload_limit, body_timeout
+        self.batch_limit = batch_limit or json_limit
 
     def limit_for(self, scope) -> int:
+        if scope.get("path") == BATCH_PATH:
+            return self.batch_limit
         headers = dict(scope.get("headers") or [])
         content_type = headers.get(b"content-type", b"").lower()
         return self.upload_limit + MULTIPART_OVERHEAD if content_type.startswith(b"multipart/") else self.json_limit
@@ -61,10 +66,12 @@ class BodyLimitMiddleware:
                 await _answer(send, 413, BodyTooLarge(limit).detail)
                 return
         received = 0
-        started = False
+        started = complete = False
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, complete
+            if complete:  # after the body only the disconnect comes, whenever it comes (serve/waiting.py waits)
+                return await receive()
             try:
                 message = await asyncio.wait_for(receive(), self.body_timeout)
             except TimeoutError:
@@ -73,6 +80,7 @@ class BodyLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise BodyTooLarge(limit)
+                complete = not message.get("more_body", False)
             return message
 
         async def tracked_send(message) -> None:
@@ -90,7 +98,9 @@ class BodyLimitMiddleware:
 async def _answer(send, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers.append((b"connection", b"close"))  # the unread body stays on the wire: do not reuse this connection
+    # the unread body stays on the wire: do not reuse this connection (serve/protocol.py reads and discards it
+    # for a while before closing, so a client that sends its whole body before reading still reads this answer)
+    headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

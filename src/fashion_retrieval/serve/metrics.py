@@ -1,7 +1,8 @@
 """Observability: Prometheus metrics (prometheus-client) and one access-log line per request.
 
 Request counts and latency per endpoint (the route template, not the raw path: ids would explode the label
-set) and status; encode and search time; batch sizes; queue depth. With ``serve --workers N`` each worker
+set) and status; encode and search time; batch sizes; queue depths; searches dropped (shed, expired,
+abandoned); catalogue writes. With ``serve --workers N`` each worker
 writes its samples to ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` aggregates them (prometheus-client's
 multiprocess mode), so a scrape sees the whole server whichever worker answers it.
 """
@@ -52,6 +53,14 @@ class ServeMetrics:
         self.queue_depth = Gauge(
             "fashion_queue_depth", "Queries waiting for the model", registry=registry, **gauge_mode
         )
+        self.write_queue_depth = Gauge(
+            "fashion_write_queue_depth", "Items waiting for the model", registry=registry, **gauge_mode
+        )
+        # shed: refused at once (queue full); expired: dropped unencoded past the deadline; abandoned: client left
+        self.dropped = Counter(
+            "fashion_dropped", "Searches dropped before encoding, by reason", ["reason"], registry=registry
+        )
+        self.items_written = Counter("fashion_items_written", "Catalogue writes", ["op"], registry=registry)
         if self.multiprocess:
             prometheus_multiprocess.MultiProcessCollector(self.registry)
 

@@ -151,6 +151,16 @@ class Item(BaseModel):
     attributes: dict[str, str]
 
 
+class WriteAnswer(BaseModel):
+    """A write, acknowledged: ``durable`` once the store flushed it, ``searchable`` once a query sees it."""
+
+    id: str
+    status: Literal["created", "replaced", "patched", "deleted"]
+    durable: bool
+    searchable: bool
+    item: Item | None = None
+
+
 class ErrorDetail(BaseModel):
     loc: list[str | int] = []
     msg: str
@@ -164,14 +174,16 @@ class ErrorBody(BaseModel):
 def error_responses(*codes: int) -> dict:
     """OpenAPI entries for the 4xx answers a route really gives, all with the same body shape."""
     meaning = {
-        400: "Invalid query: unknown filter field or value, empty text",
+        400: "Invalid query or item: unknown filter or attribute field, unknown filter value, empty text",
         401: "Missing or wrong X-API-Key",
-        404: "No such item",
+        403: "Writes are off (no --admin-key), the read key may not write, or the image path is not in --images-dir",
+        404: "No such item (or image file)",
         408: "The request body arrived too slowly",
-        413: "Body, upload or image too large",
-        415: "Not an image PIL can read",
+        409: "The store is read-only (an embeddings folder served in memory)",
+        413: "Body, upload, image or batch too large",
+        415: "Not an image PIL can read, or not the body's media type",
         422: "Malformed request: wrong types, out of range, invalid Unicode",
-        503: "The store is unavailable",
+        503: "Busy (the queue is full or the request waited past its deadline: see Retry-After) or store unavailable",
     }
     return {code: {"model": ErrorBody, "description": meaning[code]} for code in codes}
 
@@ -184,6 +196,7 @@ __all__ = [
     "SearchHit",
     "SearchResult",
     "TextSearchRequest",
+    "WriteAnswer",
     "error_responses",
     "parse_form_filters",
 ]

@@ -34,6 +34,9 @@ class MemoryStore:
         self._faiss: dict[str, object] = {}
         self._facets: dict[int, dict[str, list[str]]] = {}
         self.max_concurrency = 1  # numpy's matrix products already use every core
+        # An embeddings folder is served read-only: with `serve --workers N` each process holds its own copy, so
+        # a write would reach one of them; a live catalogue lives in Milvus (`index` the folder, then serve that).
+        self.writable = False
 
     @classmethod
     def open(cls, folder: str | Path, *, use_faiss: bool | None = None) -> MemoryStore:
@@ -142,7 +145,13 @@ class MemoryStore:
     def get(self, ids: Sequence[str]) -> list[Hit]:
         return [self._hit(self._row[i], 0.0) for i in ids if i in self._row]
 
-    def facets(self, limit: int = 200) -> dict[str, list[str]]:
+    def present_values(self, name: str, values: Sequence[str]) -> set[str]:
+        """Which of ``values`` some item holds in the attribute ``name``."""
+        if name not in self.attributes():
+            return set()
+        return set(self.meta[name].astype(str)) & set(values)
+
+    def facets(self, limit: int = 200, *, fresh: bool = False) -> dict[str, list[str]]:
         if limit in self._facets:  # the folder does not change under us; the API asks on every search
             return self._facets[limit]
         out = {}

@@ -81,7 +81,8 @@ def _client(target: MilvusTarget):
         return MilvusClient(uri=target.uri, token=target.token or "", timeout=10)
     except Exception as exc:  # pymilvus raises MilvusException or plain errors for a bad address
         hint = (
-            " Milvus Lite serves one process at a time: stop the other one (e.g. a running `serve`), or run "
+            " Milvus Lite serves one process at a time: a running `serve` holds the file (write items through its "
+            "API: POST /api/items, /api/items:batch), or stop the other process, or run "
             "`python -m fashion_retrieval.store.lite_server FILE --port 19530` and use --uri http://127.0.0.1:19530."
             if target.is_lite
             else " Check that the server runs and the --uri and --token are right."
@@ -138,6 +139,11 @@ class MilvusStore:
         # answers one at a time (8 threads: 7.9 ms per query against 9.1 ms one by one at 50k rows) and shares
         # this machine's cores with the model, so 1; a server spreads queries over its own nodes.
         self.max_concurrency = 1 if target.is_lite else 8
+        self.writable = True  # items can be added, replaced, patched and deleted (store/items.py)
+        # A write is flushed before it is acknowledged on a Lite file (2-5 ms: it seals the rows for the index; Lite
+        # persists each upsert on return anyway). A Milvus server persists a write in its log before it answers,
+        # and a flush per write would cut the collection into tiny segments (Milvus rate-limits flushes too).
+        self.flush_on_write = target.is_lite
         if must_exist:
             self.require()
 
@@ -270,13 +276,24 @@ class MilvusStore:
         return int(result[0]["count(*)"])
 
     def upsert(self, rows: list[dict]) -> int:
-        self._facets = None
-        return int(self.client.upsert(self.collection, rows).get("upsert_count", len(rows)))
+        count = int(self.client.upsert(self.collection, rows).get("upsert_count", len(rows)))
+        self._merge_facets(rows)
+        return count
+
+    def _merge_facets(self, rows: list[dict]) -> None:
+        """New values of faceted fields join the cached facets at once (a full scan costs a pass over every row);
+        values that the write made unused stay listed until the next ``facets(fresh=True)``."""
+        if not self._facets:
+            self._facets = None
+            return
+        for name, values in self._facets.items():
+            added = {str(row[name]) for row in rows if name in row} - set(values)
+            if added:
+                self._facets[name] = sorted({*values, *added})
 
     def delete(self, ids: Sequence[str]) -> int:
         if not ids:
             return 0
-        self._facets = None
         result = self.client.delete(self.collection, ids=list(ids))
         return len(result) if isinstance(result, list) else int(result.get("delete_count", len(ids)))
 
@@ -284,6 +301,18 @@ class MilvusStore:
         """Seal what was written so Milvus builds the vector index over it; until then searches scan
         unindexed rows (measured with Milvus Lite 3.2.2 at 20k rows: 373 ms per query before, 9-24 ms after)."""
         self.client.flush(self.collection)
+
+    def iter_rows(self, batch_size: int = 2000, *, vectors: bool = True):
+        """Every row (pk, vectors unless ``vectors=False``, caption, path, attributes), in batches of lists."""
+        fields = ["pk", *self._output_fields()]
+        if vectors:
+            fields += [VECTOR_FIELDS[f] for f in ("image", "text") if self.has_field(f)]
+        iterator = self.client.query_iterator(self.collection, batch_size=batch_size, filter="", output_fields=fields)
+        try:
+            while batch := iterator.next():
+                yield batch
+        finally:
+            iterator.close()
 
     def all_ids(self, batch_size: int = 5000) -> list[str]:
         iterator = self.client.query_iterator(self.collection, batch_size=batch_size, filter="", output_fields=["pk"])
@@ -347,14 +376,40 @@ class MilvusStore:
             [self._hit(h["pk"] if "pk" in h else h["id"], h["distance"], h["entity"]) for h in hits] for hits in results
         ]
 
-    def _query_ids(self, ids: Sequence[str], fields: list[str]) -> dict[str, dict]:
+    def _query_ids(self, ids: Sequence[str], fields: list[str], *, strong: bool = False) -> dict[str, dict]:
         found: dict[str, dict] = {}
+        # strong: what a write just did is seen (a Milvus server otherwise reads at its bounded staleness)
+        options = {"consistency_level": "Strong"} if strong else {}
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
             expr = f"pk in [{', '.join(milvus_literal(i) for i in chunk)}]"
-            for row in self.client.query(self.collection, filter=expr, output_fields=fields):
+            for row in self.client.query(self.collection, filter=expr, output_fields=fields, **options):
                 found[str(row["pk"])] = row
         return found
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the collection holds, read with strong consistency."""
+        return set(self._query_ids(list(ids), ["pk"], strong=True)) if ids else set()
+
+    def full_rows(self, ids: Sequence[str], *, vectors: bool = True) -> dict[str, dict]:
+        """Whole rows by id (vectors too unless ``vectors=False``), as written: what a patch writes back."""
+        fields = self._output_fields()
+        if vectors:
+            fields = fields + [VECTOR_FIELDS[f] for f in ("image", "text") if self.has_field(f)]
+        rows = self._query_ids(list(ids), fields, strong=True)
+        for row in rows.values():
+            for name in VECTOR_FIELDS.values():
+                if name in row:
+                    row[name] = [float(x) for x in row[name]]
+        return rows
+
+    def present_values(self, name: str, values: Sequence[str]) -> set[str]:
+        """Which of ``values`` some item holds in the attribute ``name`` (for a value the cached facets lack)."""
+        if name not in self.attributes() or not FIELD_NAME.fullmatch(name) or not values:
+            return set()
+        expr = f"{name} in [{', '.join(milvus_literal(v) for v in values)}]"
+        rows = self.client.query(self.collection, filter=expr, output_fields=[name], limit=len(values) * 16)
+        return {str(row[name]) for row in rows} & set(values)
 
     def vectors(self, ids: Sequence[str], vector_field: VectorField) -> np.ndarray:
         field = VECTOR_FIELDS[vector_field]
@@ -379,8 +434,9 @@ class MilvusStore:
         found = self._query_ids(list(ids), self._output_fields())
         return [self._hit(i, 0.0, found[i]) for i in ids if i in found]
 
-    def facets(self, limit: int = 200) -> dict[str, list[str]]:
-        if self._facets is None:
+    def facets(self, limit: int = 200, *, fresh: bool = False) -> dict[str, list[str]]:
+        """Each attribute with few distinct values -> its values; cached (``fresh``: scan the rows again)."""
+        if self._facets is None or fresh:
             values: dict[str, set[str]] = {a: set() for a in self.attributes()}
             rows = 0
             if values:
@@ -398,7 +454,7 @@ class MilvusStore:
                     iterator.close()
             # a field whose every value is unique (an id) is not a facet
             self._facets = {k: sorted(v) for k, v in values.items() if 1 < len(v) <= limit and len(v) < rows}
-        return self._facets
+        return {name: list(values) for name, values in self._facets.items()}  # a copy: writes merge into ours
 
     def close(self) -> None:
         self.client.close()

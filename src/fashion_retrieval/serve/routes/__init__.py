@@ -2,6 +2,7 @@
 
 - ``search``: text, image, hybrid and composed searches (``/api/search/...``)
 - ``catalog``: items by id, facets, item images (``/api/items/...``, ``/api/facets``, ``/images/...``)
+- ``items``: catalogue writes behind the admin key (add, replace, patch, delete, batch imports)
 - ``system``: health, and Prometheus ``/metrics`` (its own router: added only when metrics are on)
 - ``page``: the web page at ``/`` (its static files are mounted by ``create_app``)
 
@@ -13,4 +14,4 @@ dependencies in ``serve/dependencies.py``), never from a closure, so a router is
 
 from __future__ import annotations
 
-__all__ = ["catalog", "page", "search", "system"]
+__all__ = ["catalog", "items", "page", "search", "system"]

@@ -9,7 +9,7 @@ from fashion_retrieval.serve.dependencies import require_key, service
 from fashion_retrieval.serve.schemas import Item, error_responses
 from fashion_retrieval.serve.service import Service, image_url
 
-# Read-only: a future items write router (add, update, delete) belongs in a module of its own.
+# Reads only: the writes (add, replace, patch, delete, batch) are in routes/items.py, behind the admin key.
 router = APIRouter(dependencies=[Depends(require_key)])
 
 

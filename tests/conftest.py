@@ -56,3 +56,14 @@ def pytest_collection_modifyitems(config, items) -> None:
     """Slow tests first (a stable sort): pytest-xdist hands them out before the many quick ones, so the last
     minutes are not one worker finishing a long test while the other idles."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(scope="session")
+def trained_demo(tmp_path_factory) -> Path:
+    """The demo as `fashion-retrieval demo` builds it (its catalogue, its recipe, its trained model and index), once
+    per session: the tests that need it share an xdist group, so one worker trains it."""
+    from fashion_retrieval.demo import DemoConfig, run_demo
+
+    work = tmp_path_factory.mktemp("trained_demo")
+    run_demo(DemoConfig(workdir=str(work), serve=False), progress=False)
+    return work

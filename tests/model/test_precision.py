@@ -64,27 +64,20 @@ def test_units_come_from_torchs_own_checks():
         assert units is None
 
 
-def _trained_demo(tmp_path_factory):
-    from fashion_retrieval.demo import DemoConfig, run_demo
-
-    work = tmp_path_factory.mktemp("precision_demo")
-    run_demo(DemoConfig(workdir=str(work), n=400, train_seconds=20, serve=False), progress=False)
-    return work
-
-
 @pytest.mark.slow
-def test_fp32_and_bf16_rank_alike_on_a_trained_model(tmp_path_factory):
+@pytest.mark.xdist_group("trained_demo")
+def test_fp32_and_bf16_rank_alike_on_a_trained_model(trained_demo, tmp_path):
     from fashion_retrieval.config import EmbedConfig, ModelConfig
     from fashion_retrieval.evaluate.evaluate import EvalConfig, evaluate_embeddings
     from fashion_retrieval.evaluate.metrics import retrieval_ranks
     from fashion_retrieval.pipeline.embed import embed_catalog
     from fashion_retrieval.ranking import top_k_indices
 
-    work = _trained_demo(tmp_path_factory)
+    work = trained_demo
     base, checkpoint = str(work / "base"), str(work / "training" / "model_weights" / "best_model.pth")
     reports, vectors = {}, {}
     for dtype in ("fp32", "bf16"):
-        out = work / f"emb_{dtype}"
+        out = tmp_path / f"emb_{dtype}"
         model = ModelConfig(base, checkpoint, device="cpu", dtype=dtype)
         embed_catalog(
             EmbedConfig(str(work / "catalog" / "labels_front.csv"), model, out=str(out), workers=0), progress=False

@@ -1,8 +1,9 @@
 """A generated fashion catalogue in DeepFashion-MultiModal's layout, for the offline demo and tests.
 
-Bold garment drawings that fill the frame (distinct silhouettes per garment type), coloured and
-patterned, on varied backgrounds; captions in DeepFashion's style with varied wording. The same
-seed gives the same catalogue, byte for byte.
+Bold garment drawings (distinct silhouettes per garment type), coloured and patterned, worn by a person whose
+head shows above them (long hair for women, short for men: the photo shows who wears it, as DeepFashion's do),
+on varied backgrounds; captions in DeepFashion's style with varied wording. The same seed gives the same
+catalogue, byte for byte.
 """
 
 from __future__ import annotations
@@ -215,11 +216,35 @@ def _texture(pattern: str, color: tuple[int, int, int], s: int, rng: random.Rand
     return tex
 
 
+SKIN = [(241, 194, 160), (224, 172, 105), (198, 134, 66), (141, 85, 36)]
+HAIR = [(35, 25, 20), (90, 55, 30), (200, 160, 90), (140, 60, 30)]
+HEAD_BAND = 0.2  # the top share of the frame where the wearer's head is, as in a photo of a person wearing it
+
+
+def _wearer(image: Image.Image, gender: str, band: int, rng: random.Random) -> ImageDraw.ImageDraw:
+    """The wearer's head above the garment: long hair falling to the shoulders for women, short hair for men
+    (as DeepFashion's photos show who wears the garment). Hair is drawn first: the garment then covers it."""
+    side = image.width
+    draw = ImageDraw.Draw(image)
+    cx, cy, r = side / 2, band * 0.55, band * 0.42
+    hair = HAIR[rng.randrange(len(HAIR))]
+    if gender == "WOMEN":
+        draw.rounded_rectangle((cx - 1.7 * r, cy - 1.1 * r, cx + 1.7 * r, band + 0.06 * side), radius=r, fill=hair)
+    draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=SKIN[rng.randrange(len(SKIN))])
+    if gender == "MEN":
+        draw.chord((cx - r, cy - 1.15 * r, cx + r, cy + 0.5 * r), 180, 360, fill=hair)
+    return draw
+
+
 def render_item(item: SyntheticItem, size: int, seed: int) -> Image.Image:
+    """The garment (coloured, patterned) worn by a person whose head shows above it, on a plain background."""
     rng = random.Random(seed)
     image = Image.new("RGB", (size, size), BACKGROUNDS[item.background])
-    mask = _silhouette(item.garment, size)
-    image.paste(_texture(item.pattern, COLORS[item.color], size, rng), mask=mask)
+    band = round(size * HEAD_BAND)
+    body = size - band
+    texture = _texture(item.pattern, COLORS[item.color], body, rng)
+    _wearer(image, item.gender, band, rng)
+    image.paste(texture, ((size - body) // 2, band), mask=_silhouette(item.garment, body))
     return image
 
 

@@ -10,7 +10,7 @@ import logging
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from fashion_retrieval.data.images import ImagePreprocessor, open_image
 from fashion_retrieval.data.records import Catalog
@@ -30,6 +30,7 @@ class PairDataset(Dataset):
         full_keys: list[str],
         partial_keys: list[str],
         on_error: str = "skip",
+        group_keys: tuple[str, ...] = (),
     ) -> None:
         frame = catalog.frame.iloc[rows].reset_index(drop=True)
         self.preprocess = preprocess
@@ -57,6 +58,7 @@ class PairDataset(Dataset):
         self.ids = frame["id"].tolist()
         self.full = [tuple(r) for r in frame[full_keys].itertuples(index=False)] if full_keys else None
         self.partial = [tuple(r) for r in frame[partial_keys].itertuples(index=False)] if partial_keys else None
+        self.groups = {name: frame[name].astype(str).tolist() for name in group_keys}  # for GroupedBatches
         self.cache: torch.Tensor | None = torch.from_numpy(np.stack(pixels)) if cache and pixels else None
 
     def _load(self, index: int) -> np.ndarray:
@@ -79,3 +81,34 @@ class PairDataset(Dataset):
             "full": [self.full[i] for i in indices] if self.full else None,
             "partial": [self.partial[i] for i in indices] if self.partial else None,
         }
+
+
+class GroupedBatches(Sampler[list[int]]):
+    """Batches drawn from a few values of one attribute at a time, the attribute changing from batch to batch
+    (e.g. 4 colours, then 4 garments): the in-batch negatives then share the batch's attribute and differ in the
+    others (a red dress beside red shirts and red trousers), the contrasts a fashion search must learn, which
+    uniform batches of a large catalogue rarely hold. Deterministic per epoch (``set_epoch``)."""
+
+    def __init__(self, values: dict[str, list[str]], batch_size: int, groups: int = 4, seed: int = 0) -> None:
+        self.values, self.batch_size, self.groups, self.seed = values, batch_size, groups, seed
+        self.items = len(next(iter(values.values())))
+        self.members = {
+            name: {v: np.flatnonzero(np.asarray(column) == v) for v in sorted(set(column))}
+            for name, column in values.items()
+        }
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.items // self.batch_size
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        names = list(self.members)
+        for index in range(len(self)):
+            members = self.members[names[index % len(names)]]
+            chosen = rng.choice(list(members), size=min(self.groups, len(members)), replace=False)
+            pool = np.concatenate([members[v] for v in chosen])
+            yield rng.choice(pool, size=self.batch_size, replace=len(pool) < self.batch_size).tolist()

@@ -27,7 +27,7 @@ from fashion_retrieval.files import atomic_save, atomic_write_bytes
 from fashion_retrieval.model.loading import load_model
 from fashion_retrieval.progress import progress_bar
 from fashion_retrieval.train import checkpoints
-from fashion_retrieval.train.data import PairDataset
+from fashion_retrieval.train.data import GroupedBatches, PairDataset
 from fashion_retrieval.train.losses import contrastive_loss, itm_loss, soft_targets
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,8 @@ class TrainConfig:
     max_seconds: float | None = None
     match_attributes: tuple[str, ...] = ()
     partial_attributes: tuple[str, ...] = ()
+    # batches drawn from a few values of one of these attributes at a time (train/data.py:GroupedBatches)
+    group_batches_by: tuple[str, ...] = ()
     workers: int = 0
     limit: int | None = None
     on_error: str = "skip"  # unreadable images: skip (listed in OUT/failures.jsonl) or fail at the first
@@ -167,7 +169,9 @@ class Trainer:
         config = self.config
         preprocess = self.processors.preprocess
         full_keys, partial_keys = list(config.match_attributes), list(config.partial_attributes)
-        self.train_set = PairDataset(catalog, self.train_rows, preprocess, full_keys, partial_keys, config.on_error)
+        self.train_set = PairDataset(
+            catalog, self.train_rows, preprocess, full_keys, partial_keys, config.on_error, config.group_batches_by
+        )
         self.val_set = PairDataset(catalog, self.val_rows, preprocess, [], [], config.on_error) if n_val else None
         self.failures = self.train_set.failures + (self.val_set.failures if self.val_set is not None else [])
         if len(self.failures) == len(catalog):
@@ -313,6 +317,11 @@ class Trainer:
 
     def _loader(self) -> DataLoader:
         config = self.config
+        if config.group_batches_by:
+            sampler = GroupedBatches(self.train_set.groups, config.batch_size, seed=config.seed)
+            return DataLoader(
+                self.train_set, batch_sampler=sampler, collate_fn=self.train_set.collate, num_workers=config.workers
+            )
         return DataLoader(
             self.train_set,
             batch_size=config.batch_size,
@@ -327,7 +336,10 @@ class Trainer:
         """One pass over the training set; returns its losses and whether the budget (steps or time) ran out."""
         config = self.config
         torch.manual_seed(config.seed + epoch)  # the same shuffles whether resumed or not
-        loader.generator.manual_seed(config.seed + epoch)
+        if isinstance(loader.batch_sampler, GroupedBatches):
+            loader.batch_sampler.set_epoch(epoch)
+        else:
+            loader.generator.manual_seed(config.seed + epoch)
         epoch_start, losses, stop = time.perf_counter(), [], False
         for index, batch in enumerate(loader):
             loss = self._loss(batch) / config.grad_accum
@@ -415,7 +427,8 @@ class Trainer:
 
 def _read_catalog(config: TrainConfig) -> Catalog:
     catalog = read_catalog(config.catalog, images_dir=config.images_dir, columns=ColumnMap()).head(config.limit)
-    missing = [a for a in (*config.match_attributes, *config.partial_attributes) if a not in catalog.attributes]
+    wanted = (*config.match_attributes, *config.partial_attributes, *config.group_batches_by)
+    missing = [a for a in wanted if a not in catalog.attributes]
     if missing:
         raise FashionRetrievalError(
             f"attribute(s) {', '.join(missing)} not in the catalogue; it has {', '.join(catalog.attributes)}"

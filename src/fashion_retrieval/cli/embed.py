@@ -23,7 +23,7 @@ from fashion_retrieval.cli.common import (
 from fashion_retrieval.config import AUTO_BATCH, EmbedConfig, ModelConfig, default_workers
 
 
-# Long only by its option declarations (Typer reads them from the signature); body: 29 lines, 19 passing options on.
+# Long only by its option declarations (Typer reads them from the signature); the body passes the options on.
 @app.command()
 @user_errors
 def embed(

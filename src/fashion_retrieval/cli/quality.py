@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from fashion_retrieval.evaluate.evaluate import EvalConfig
 
 
-# Long only by its option declarations (Typer reads them from the signature); body: 35 lines, 22 passing options on.
+# Long only by its option declarations (Typer reads them from the signature); the body passes the options on.
 @app.command()
 @user_errors
 def train(

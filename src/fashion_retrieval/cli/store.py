@@ -155,7 +155,7 @@ def index(
         )
 
 
-# Long only by its option declarations (Typer reads them from the signature); body: 45 lines, 26 passing options on.
+# Long only by its option declarations (Typer reads them from the signature); the body passes the options on.
 @app.command()
 @user_errors
 def search(

@@ -125,6 +125,54 @@ def _load_encoder(config: EmbedConfig, catalog: Catalog):
     return load_encoder(config.model, calibration_sample(catalog, items) if items else None)
 
 
+def _open_engine(config: EmbedConfig, catalog: Catalog, encoder, cleanup: contextlib.ExitStack):
+    """(Ray engine or None, encoder or None, identity, device type): the Ray engine's driver never loads the model."""
+    if config.engine == "ray":
+        from fashion_retrieval.pipeline.ray_engine import RayEngine
+
+        engine = RayEngine(config)
+        cleanup.callback(engine.close)  # a Ray instance it started stops with the run
+        return engine, None, engine.identity(), engine.device_type()
+    encoder = encoder or _load_encoder(config, catalog)
+    return None, encoder, encoder.identity, encoder.device.type
+
+
+def _compute_shards(job: EmbedJob, store: ShardStore, engine, encoder, clock, progress: bool) -> None:
+    """Compute the job's shards still to do and write each as soon as it is complete."""
+    n = len(job.catalog)
+    todo_items = sum(len(job.shard_rows[k]) for k in job.todo)
+    with progress_bar(n, "embedding", "img", enabled=progress, initial=n - todo_items) as bar:
+        if job.todo:
+            shards = engine.shards(job, bar) if engine else _local_shards(job, encoder, clock, bar)
+            for shard in shards:
+                write_start = time.perf_counter()
+                store.write(shard)
+                clock.add("write", time.perf_counter() - write_start)
+
+
+def _run_shards(config, catalog, identity, store, engine, encoder, clock, progress) -> tuple[list[Shard], int, int]:
+    """All shards, computing those not finished yet; a damaged shard found while reading them back is removed
+    and computed again (at most once). Returns (shards, shards resumed, items computed)."""
+    out, shard_rows = Path(config.out), shard_layout(len(catalog), config.shard_size)
+    resumed = computed = 0
+    for _attempt in range(2):
+        finished = store.done() & set(shard_rows)
+        todo = sorted(set(shard_rows) - finished)
+        resumed = resumed or len(finished)
+        if finished and todo:
+            log.info("resuming %s: %d of %d shards already finished", out, len(finished), len(shard_rows))
+        job = EmbedJob(config, catalog, shard_rows, todo, identity.embed_dim)
+        _compute_shards(job, store, engine, encoder, clock, progress)
+        computed += sum(len(shard_rows[k]) for k in todo)
+        shards, damaged = _read_shards(store, shard_rows)
+        if not damaged:
+            return shards, resumed, computed
+        log.warning("shard(s) %s were damaged on disk: computing them again", damaged)
+        for k in damaged:
+            store.path(k).unlink(missing_ok=True)
+    raise FashionRetrievalError(f"{store.folder}: shards keep failing their check; remove the folder")
+
+
 def embed_catalog(config: EmbedConfig, *, encoder=None, progress: bool = True) -> dict:
     """Run the embedding pipeline described by ``config``; returns the run summary.
 
@@ -139,55 +187,19 @@ def embed_catalog(config: EmbedConfig, *, encoder=None, progress: bool = True) -
         store = ShardStore(out)
         if store.folder.is_dir():
             remove_stale_temp_files(store.folder)
-        if config.engine == "ray":
-            from fashion_retrieval.pipeline.ray_engine import RayEngine
-
-            engine = RayEngine(config)
-            cleanup.callback(engine.close)  # a Ray instance it started stops with the run
-            identity, device_type = engine.identity(), engine.device_type()
-        else:
-            encoder = encoder or _load_encoder(config, catalog)
-            engine, identity, device_type = None, encoder.identity, encoder.device.type
+        engine, encoder, identity, device_type = _open_engine(config, catalog, encoder, cleanup)
         image_batch, text_batch = auto_batch_sizes(device_type)
         config = replace(
             config, batch_size=config.batch_size or image_batch, text_batch_size=config.text_batch_size or text_batch
         )
         key = _run_key(config, catalog, identity.key)
-        state = _check_out_folder(out, store, key, config.overwrite)
-        if state == "done":
+        if _check_out_folder(out, store, key, config.overwrite) == "done":
             summary = json.loads((out / "manifest.json").read_text())["summary"]
             log.info("%s is already complete: nothing to do (--overwrite re-embeds)", out)
             return {**summary, "status": "already complete", "seconds": round(time.perf_counter() - started, 3)}
         store.write_run(key)
-        n = len(catalog)
-        shard_rows = shard_layout(n, config.shard_size)
         clock = stages.StageClock()
-        resumed = computed = 0
-        # A damaged shard found while assembling is removed and computed again (at most once).
-        for _attempt in range(2):
-            finished = store.done() & set(shard_rows)
-            todo = sorted(set(shard_rows) - finished)
-            resumed = resumed or len(finished)
-            if finished and todo:
-                log.info("resuming %s: %d of %d shards already finished", out, len(finished), len(shard_rows))
-            job = EmbedJob(config, catalog, shard_rows, todo, identity.embed_dim)
-            todo_items = sum(len(shard_rows[k]) for k in todo)
-            with progress_bar(n, "embedding", "img", enabled=progress, initial=n - todo_items) as bar:
-                if todo:
-                    shards = engine.shards(job, bar) if engine else _local_shards(job, encoder, clock, bar)
-                    for shard in shards:
-                        write_start = time.perf_counter()
-                        store.write(shard)
-                        clock.add("write", time.perf_counter() - write_start)
-            computed += todo_items
-            shards, damaged = _read_shards(store, shard_rows)
-            if not damaged:
-                break
-            log.warning("shard(s) %s were damaged on disk: computing them again", damaged)
-            for k in damaged:
-                store.path(k).unlink(missing_ok=True)
-        else:
-            raise FashionRetrievalError(f"{store.folder}: shards keep failing their check; remove the folder")
+        shards, resumed, computed = _run_shards(config, catalog, identity, store, engine, encoder, clock, progress)
         run = {
             "engine": engine.describe() if engine else {"name": "local", "workers": config.workers},
             # the dtype the vectors were computed in, and why

@@ -133,10 +133,9 @@ class RayEngine:
         )
         return plan
 
-    def _dataset(self, job: EmbedJob, plan: RayPlan):
+    def _input_blocks(self, job: EmbedJob, plan: RayPlan) -> list:
+        """The rows to do as Arrow blocks (index, path, and the caption that travels with each row)."""
         import pyarrow as pa
-        from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
-        from ray.util import log_once
 
         rows = np.concatenate([job.shard_rows[k] for k in job.todo])
         paths = job.catalog.frame["path"].to_numpy()
@@ -154,6 +153,13 @@ class RayEngine:
                 paired = caption_rows[start : start + per_block]
                 columns |= {"caption_index": pa.array(paired), "caption": pa.array(captions[paired])}
             blocks.append(pa.table(columns))
+        return blocks
+
+    def _dataset(self, job: EmbedJob, plan: RayPlan):
+        from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
+        from ray.util import log_once
+
+        blocks = self._input_blocks(job, plan)
         context = DataContext.get_current()
         saved = (context.execution_options, context.enable_progress_bars, context.target_max_block_size)
         try:  # a Dataset keeps a copy of the context it was made under

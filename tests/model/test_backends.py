@@ -87,6 +87,24 @@ def test_backend_option_exports_once_then_reuses(bases, images, caplog):
         second.itm_scores("a dress", images)
 
 
+def test_loading_openvino_towers_leaves_the_threads_signal_stack_as_it_was(bases):
+    """OpenVINO's compile replaces the calling thread's alternate signal stack; a stale one later turned a child's
+    SIGCHLD into a SIGSEGV of the whole process (model/backends/signal_stack.py). Ours is put back."""
+    import ctypes
+
+    from fashion_retrieval.model.backends.signal_stack import _sigaltstack, _Stack
+
+    def current():
+        stack = _Stack()
+        assert _sigaltstack()(None, ctypes.byref(stack)) == 0
+        return stack.key()
+
+    before = current()
+    encoder = FashionEmbeddingModel(None, bases("siglip"), device="cpu", backend="openvino", dtype="fp32")
+    assert encoder.exported is not None and encoder.encode_text(TEXTS[0]).shape == (encoder.embed_dim,)
+    assert current() == before
+
+
 def _identity_quantizer(folder, files, images, texts):
     """A 'quantization' that changes nothing: the gate must let it through."""
     return files

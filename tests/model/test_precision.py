@@ -27,6 +27,10 @@ def automatic(monkeypatch, tmp_path):
 
 def test_bf16_where_the_cpu_has_units_and_the_probe_agrees(tiny_base, automatic, monkeypatch):
     monkeypatch.setattr(precision, "cpu_bf16_units", lambda: "AMX")
+    # a random tiny model scores the probe pairs within a few 1e-3 of each other, where bf16 rounding may swap a
+    # pair (it did once the probe images changed): ties are widened here so the test follows the decision, not
+    # one random model's near-ties (the refusal path is the next test's)
+    monkeypatch.setattr(precision, "TIE_MARGIN", 5e-3)
     loaded = load_model(tiny_base, device="cpu")
     assert loaded.dtype == torch.bfloat16 and next(loaded.model.parameters()).dtype == torch.bfloat16
     record = loaded.precision.to_dict()

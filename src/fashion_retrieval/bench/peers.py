@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from fashion_retrieval.bench.throughput import CaptionBatch, max_difference, timed_rate
+from fashion_retrieval.model.backends.signal_stack import keep_signal_stack
 from fashion_retrieval.model.features import image_features, text_features
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,8 @@ class OnnxVisionPeer:
         config = {"INFERENCE_NUM_THREADS": threads}
         if self.runtime == "openvino_f32":
             config["INFERENCE_PRECISION_HINT"] = "f32"
-        compiled = ov.Core().compile_model(str(path), "CPU", config)
+        with keep_signal_stack():
+            compiled = ov.Core().compile_model(str(path), "CPU", config)
         request = compiled.create_infer_request()
         self.run = lambda x: np.asarray(request.infer({0: x})[compiled.output(0)])
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")

@@ -35,6 +35,7 @@ from fashion_retrieval.model.backends.exported import (
     preprocessing_fields,
     save_tokenizer,
 )
+from fashion_retrieval.model.backends.signal_stack import keep_signal_stack
 from fashion_retrieval.model.backends.towers import IMAGE_INPUTS, TEXT_INPUTS, ImageTower, TextTower
 from fashion_retrieval.model.precision import PARITY_COSINE, compare_vectors, cpu_bf16_units, probe_inputs
 
@@ -163,7 +164,8 @@ def _quantize_openvino(folder: Path, files: dict, images: list, texts: list) -> 
         names = [p.get_any_name() for p in model.inputs]
         dataset = nncf.Dataset(data, lambda item, names=names: {n: item[n] for n in names})
         # subset_size counts dataset items: batches here
-        quantized = nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(data))
+        with keep_signal_stack():  # it compiles the model to collect statistics
+            quantized = nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(data))
         quantized_files[name] = f"{name}_int8.xml"
         ov.save_model(quantized, folder / quantized_files[name], compress_to_fp16=False)
         del model, quantized

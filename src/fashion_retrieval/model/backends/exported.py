@@ -19,6 +19,7 @@ import numpy as np
 
 from fashion_retrieval.data.images import ImagePreprocessor
 from fashion_retrieval.errors import CheckpointError
+from fashion_retrieval.model.backends.signal_stack import keep_signal_stack
 from fashion_retrieval.model.families.base import FamilyProcessor, TextSpec, TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,8 @@ class ExportedTowers:
         hint = {"fp32": "f32", "bf16": "bf16"}.get(self.manifest.precision)
         if hint:
             config["INFERENCE_PRECISION_HINT"] = hint
-        compiled = ov.Core().compile_model(str(self.folder / self.manifest.files[tower]), "CPU", config)
+        with keep_signal_stack():
+            compiled = ov.Core().compile_model(str(self.folder / self.manifest.files[tower]), "CPU", config)
         names = [p.get_any_name() for p in compiled.inputs]
         request = compiled.create_infer_request()
         output = compiled.output(0)

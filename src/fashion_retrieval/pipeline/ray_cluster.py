@@ -59,12 +59,7 @@ def connect(ray, address: str | None) -> tuple[bool, str]:
     # job (a runtime_env costs every worker start, so only where it is needed).
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ} if address else {}
     try:
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            runtime_env={"env_vars": env} if env else None,
-        )
+        _init(ray, address, env)
     except (ConnectionError, RuntimeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if address:
@@ -74,6 +69,21 @@ def connect(ray, address: str | None) -> tuple[bool, str]:
     where = address or "a local Ray instance started for this run"
     log.info("Ray %s: %s", ray.__version__, where)
     return True, where
+
+
+def _init(ray, address: str | None, env: dict) -> None:
+    runtime_env = {"env_vars": env} if env else None
+    options = dict(include_dashboard=False, logging_level=logging.WARNING, runtime_env=runtime_env)
+    try:
+        ray.init(address=address, **options)
+    except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception when its raylet is slow to register
+        # Ray waits a fixed 30 s for a local raylet to register; a machine whose cores are all busy (a test suite,
+        # another job) can miss that once. Start the local instance again, once; a cluster's failure stands.
+        if address or "timed out during startup" not in str(exc):
+            raise
+        log.warning("the local Ray instance was slow to start (%s): starting it again", str(exc).split(".")[0])
+        ray.shutdown()
+        ray.init(address=address, **options)
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,8 @@ class Workload:
         self.catalog = make_benchmark_catalog(self.folder / "catalog", rows)
         self.paths = [str(self.folder / "catalog" / "selected_images" / f"{i}.jpg") for i in range(rows)]
         self.texts = [deepfashion_caption(i) for i in range(rows)]
-        self._pixels: list[torch.Tensor] | None = None
+        # decoded batches per preprocessing: models of other input sizes share one workload (family_throughput)
+        self._pixels: dict[str, list[torch.Tensor]] = {}
         self._runs = 0
 
     @classmethod
@@ -145,16 +146,17 @@ class Workload:
     # -- the same rows in the same batches, ready on the device -----------------------------------
     def pixel_batches(self, preprocess) -> list[torch.Tensor]:
         """The pipeline's image batches (catalogue order, its batch size), decoded as its workers decode."""
-        if self._pixels is None:
+        key = repr(preprocess)
+        if key not in self._pixels:
             from fashion_retrieval.pipeline.decode import decode_item
 
             # the model-side normalisation is part of what the pipeline pays, not of the bare forward
             pixels = [preprocess.normalize(decode_item(p, preprocess, "fail")[0]) for p in self.paths[: self.images]]
-            self._pixels = [
+            self._pixels[key] = [
                 torch.from_numpy(np.stack(pixels[s : s + self.batch_size]))
                 for s in range(0, len(pixels), self.batch_size)
             ]
-        return self._pixels
+        return self._pixels[key]
 
     def image_inputs(self, encoder) -> list[torch.Tensor]:
         return [b.to(encoder.device, dtype=encoder.dtype) for b in self.pixel_batches(encoder.preprocess)]

@@ -90,13 +90,11 @@ def test_backend_option_exports_once_then_reuses(bases, images, caplog):
 def test_loading_openvino_towers_leaves_the_threads_signal_stack_as_it_was(bases):
     """OpenVINO's compile replaces the calling thread's alternate signal stack; a stale one later turned a child's
     SIGCHLD into a SIGSEGV of the whole process (model/backends/signal_stack.py). Ours is put back."""
-    import ctypes
-
-    from fashion_retrieval.model.backends.signal_stack import _sigaltstack, _Stack
+    from fashion_retrieval.model.backends.signal_stack import current_signal_stack
 
     def current():
-        stack = _Stack()
-        assert _sigaltstack()(None, ctypes.byref(stack)) == 0
+        stack = current_signal_stack()
+        assert stack is not None
         return stack.key()
 
     before = current()

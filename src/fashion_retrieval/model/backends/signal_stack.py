@@ -38,22 +38,27 @@ def _sigaltstack():
         return None
 
 
+def current_signal_stack() -> _Stack | None:
+    """The calling thread's alternate signal stack, or None where it cannot be read (not Linux)."""
+    sigaltstack = _sigaltstack()
+    stack = _Stack()
+    if sigaltstack is None or sigaltstack(None, ctypes.byref(stack)) != 0:
+        return None
+    return stack
+
+
 @contextmanager
 def keep_signal_stack() -> Iterator[None]:
     """Run the block, then give the calling thread back the alternate signal stack it had before (Linux)."""
-    sigaltstack = _sigaltstack()
-    saved = _Stack()
-    if sigaltstack is None or sigaltstack(None, ctypes.byref(saved)) != 0:
-        yield
-        return
+    saved = current_signal_stack()
     try:
         yield
     finally:
-        now = _Stack()
-        if sigaltstack(None, ctypes.byref(now)) == 0 and now.key() != saved.key():
+        now = current_signal_stack()
+        if saved is not None and now is not None and now.key() != saved.key():
             saved.ss_flags &= SS_DISABLE
-            if sigaltstack(ctypes.byref(saved), None) == 0:
+            if _sigaltstack()(ctypes.byref(saved), None) == 0:
                 log.debug("the runtime's alternate signal stack (%d bytes) replaced by the caller's again", now.ss_size)
 
 
-__all__ = ["keep_signal_stack"]
+__all__ = ["current_signal_stack", "keep_signal_stack"]

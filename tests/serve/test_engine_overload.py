@@ -8,7 +8,9 @@ import concurrent.futures
 import threading
 import time
 
+import numpy as np
 import pytest
+import torch
 
 from fashion_retrieval import Searcher, open_store
 from fashion_retrieval.embeddings import load_embeddings
@@ -145,3 +147,62 @@ def test_the_write_queue_is_bounded(searcher, pixels):
         assert all(future.result(30) for future in writes)
     finally:
         engine.close()
+
+
+def test_a_search_that_arrives_during_an_item_forward_runs_at_its_next_pause_point(searcher, pixels, monkeypatch):
+    """An item's image forward pauses between layers for the searches that arrived meanwhile: the search is encoded
+    (and answered) inside the item's forward, not after it; the item's vectors are those of an unpaused forward."""
+    encoder = searcher.encoder
+    assert encoder.can_pause
+    calls: list[str] = []
+    encode = searcher.encode_queries
+
+    def recording(batch):
+        kind = "".join("w" if isinstance(work, NewItem) else "s" for work in batch)
+        calls.append(f"{kind}(")
+        try:
+            return encode(batch)
+        finally:
+            calls.append(f"){kind}")
+
+    engine = _engine(searcher)
+    engine.run(TextQuery("a blue shirt", top_k=1))  # past the engine's warm-up
+    searches: list[concurrent.futures.Future] = []
+    first_linear = next(m for m in encoder.model.modules() if isinstance(m, torch.nn.Linear))
+
+    def arrive(_module, _args):  # a shopper's query arrives while the item is being encoded
+        if calls == ["w("] and not searches:
+            searches.append(engine.submit(TextQuery("a red dress", top_k=2)))
+
+    item = NewItem("paused", "a new item", {}, image=pixels)
+    want = searcher.encode_queries([item])[0]
+    handle = first_linear.register_forward_pre_hook(arrive)
+    monkeypatch.setattr(searcher, "encode_queries", recording)
+    try:
+        texts, images = engine.submit_write(item).result(30)
+        assert calls == ["w(", "s(", ")s", ")w"]  # the search ran inside the item's forward
+        assert len(searches[0].result(30).results) == 2
+        np.testing.assert_allclose(texts, want[0], atol=1e-6)
+        np.testing.assert_allclose(images, want[1], atol=1e-6)
+        assert engine.describe()["items_encoded"] == 1 and engine.describe()["queries"] == 2
+    finally:
+        handle.remove()
+        engine.close()
+    assert not any(m._forward_pre_hooks for m in encoder.model.modules())  # the pause points are gone
+
+
+def test_with_pausable_writes_a_due_item_runs_on_its_own_and_searches_never_take_writes(pixels):
+    queue = JobQueue(max_queue=100, max_writes=10, write_wait=0.2)
+    for name in ("w1", "w2"):
+        queue.put_write(Job(NewItem(name, "x", {}, image=pixels), concurrent.futures.Future(), write=True))
+    for i in range(4):
+        queue.put_search(Job(TextQuery(f"q{i}", top_k=1), concurrent.futures.Future()))
+    first = queue.take(max_batch=2, max_images=4, write_batch=4, max_wait=0, pausable_writes=True)
+    assert [job.write for job in first.jobs] == [False, False]  # not due yet: searches first
+    time.sleep(0.25)
+    second = queue.take(max_batch=2, max_images=4, write_batch=4, max_wait=0, pausable_writes=True)
+    assert [job.work.id for job in second.jobs] == ["w1", "w2"]  # due: the writes, on their own (searches pause them)
+    assert queue.urgent
+    waiting = queue.take_waiting(max_batch=8, max_images=4)
+    assert [job.write for job in waiting.jobs] == [False, False] and queue.take_waiting(8, 4) is None
+    assert not queue.urgent and queue.depth == (0, 0)

@@ -3,8 +3,9 @@ SigLIP, Chinese-CLIP, open_clip), LoRA merged."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from fashion_retrieval.model.backends import (
 from fashion_retrieval.model.features import CheckedFastPath
 from fashion_retrieval.model.loading import LoadedModel, load_model, resolve_device
 from fashion_retrieval.model.packed_linear import pack_linears
+from fashion_retrieval.model.pause_points import pause_points
 from fashion_retrieval.model.precision import Precision
 from fashion_retrieval.ranking import top_k_indices
 
@@ -95,7 +97,12 @@ class FashionEmbeddingModel:
 
         def candidate(backend: str) -> FashionEmbeddingModel:
             return FashionEmbeddingModel(
-                model_path, processor_path, "cpu", lora_alpha=lora_alpha, dtype=dtype, backend=backend,
+                model_path,
+                processor_path,
+                "cpu",
+                lora_alpha=lora_alpha,
+                dtype=dtype,
+                backend=backend,
                 calibration=calibration,
             )
 
@@ -176,6 +183,22 @@ class FashionEmbeddingModel:
             "image_fused_cls_only": self._image_features.verified,
             "packed_linear_layers": self.packed_layers,
         }
+
+    @property
+    def can_pause(self) -> bool:
+        """Whether ``pausable`` has points to pause at (a torch model; not exported towers)."""
+        return self.model is not None
+
+    @contextlib.contextmanager
+    def pausable(self, callback: Callable[[], None]) -> Iterator[bool]:
+        """Within the block, the model's forwards call ``callback()`` between their layers (same thread; see
+        ``model/pause_points.py``): a long forward can let short, urgent work run first. Yields whether it can
+        (exported towers run in one runtime call: no points, the block runs as it is)."""
+        if self.model is None:
+            yield False
+            return
+        with pause_points(self.model, callback) as points:
+            yield points > 0
 
     # -- tensors in, vectors out -------------------------------------------------------------
     @torch.inference_mode()

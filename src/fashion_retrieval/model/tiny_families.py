@@ -226,13 +226,22 @@ def build_tiny_open_clip(
     heads = max(1, hidden // 16)
     model_cfg = {
         "embed_dim": embed_dim,
-        "vision_cfg": {"image_size": image_size, "layers": layers, "width": hidden, "patch_size": patch_size,
-                       "head_width": hidden // heads},
+        "vision_cfg": {
+            "image_size": image_size,
+            "layers": layers,
+            "width": hidden,
+            "patch_size": patch_size,
+            "head_width": hidden // heads,
+        },
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": hidden, "heads": heads, "layers": layers},
         **overrides,
     }
-    preprocess_cfg = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic",
-                      "resize_mode": resize_mode}
+    preprocess_cfg = {
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "interpolation": "bicubic",
+        "resize_mode": resize_mode,
+    }
     torch.manual_seed(seed)
     model = open_clip.CLIP(**model_cfg)
     with torch.no_grad():  # open_clip initialises with small spreads: widen them so that vectors differ

@@ -34,13 +34,17 @@ log = logging.getLogger(__name__)
 
 def _run_key(config: EmbedConfig, catalog: Catalog, identity_key: str) -> dict:
     """What must match for a run to be resumed (or declared already done) instead of refused."""
-    return {
-        "model": identity_key,
-        "catalog": catalog.fingerprint,
-        "items": len(catalog),
-        "on_error": config.on_error,
-        "shard_size": config.shard_size,
-    } | ({"jpeg_draft": True} if config.jpeg_draft else {}) | _backend_key(config.model)
+    return (
+        {
+            "model": identity_key,
+            "catalog": catalog.fingerprint,
+            "items": len(catalog),
+            "on_error": config.on_error,
+            "shard_size": config.shard_size,
+        }
+        | ({"jpeg_draft": True} if config.jpeg_draft else {})
+        | _backend_key(config.model)
+    )
 
 
 def _backend_key(model: ModelConfig) -> dict:

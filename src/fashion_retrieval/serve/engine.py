@@ -1,7 +1,8 @@
 """The query engine between the HTTP API and the searcher: a bounded queue, one model worker, dynamic batching.
 
 Requests are queued (``serve/scheduler.py``: searches first, item writes when no search waits, a bound on the
-waiting work, deadlines). One worker thread owns the model: it takes what is waiting (up to ``max_batch``
+waiting work, deadlines). An item's forward pauses between the model's layers for the searches that arrive while it
+runs (``FashionEmbeddingModel.pausable``): a shopper waits for one layer of an import, not for a whole image. One worker thread owns the model: it takes what is waiting (up to ``max_batch``
 queries, of which at most ``max_image_batch`` carry an image, waiting at most ``max_wait_ms`` for more),
 encodes the texts of all of them in one length-sorted batch and the images in one batch, and hands each query
 to the search pool, which runs its store search while the worker encodes the next batch; an item's vectors go
@@ -18,6 +19,7 @@ its deadline is dropped unencoded, and one whose client left is skipped: the eng
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import os
 import threading
@@ -41,8 +43,9 @@ log = logging.getLogger(__name__)
 # a queue of 12 waits for the batch being encoded (<= 4 images) and the 12 queued: 16 / 1.83 = 8.7 s, within 10 s
 # with room for the uploads' decoding on the same cores (13: 9.3 s, 15: 10.4 s). benchmarks/ingest.py's overload
 # phase checks it: the accepted requests' p99 against the deadline. CUDA's values are not measured here.
-# write_batch: items encoded together when no search waits. 1 on CPU: a search that arrives during an import waits
-# for at most one image forward (0.55 s here), where a batch of 4 makes it wait 2.2 s for ~6% more items/s.
+# write_batch: items encoded together when no search waits. 1 on CPU: with a torch model a search that arrives during
+# an import runs at the item forward's next pause point either way, but with exported towers (no pause points) it
+# waits for the whole write batch being encoded: one image forward (0.55 s here) where a batch of 4 takes 2.2 s.
 DEFAULTS = {
     "cpu": {"max_batch": 32, "max_image_batch": 4, "max_wait_ms": 0.0, "max_queue": 12.0, "write_batch": 1},
     "cuda": {"max_batch": 128, "max_image_batch": 64, "max_wait_ms": 5.0, "max_queue": 512.0, "write_batch": 16},
@@ -87,6 +90,7 @@ class QueryEngine:
             max_workers=max(1, int(getattr(searcher.store, "max_concurrency", 1))), thread_name_prefix="store"
         )
         self.batches = self.queries = self.items = 0
+        self._paused_seconds = 0.0  # time spent on searches run at the pause points of write batches
         self.shed = self.expired = self.abandoned = 0
         self._closed = threading.Event()
         self._worker = threading.Thread(target=self._work, name="model-worker", daemon=True)
@@ -296,20 +300,41 @@ class QueryEngine:
             _yield_to_the_event_loop()
         self._warm_up()
         settings = self.settings
+        pausable = self.searcher.encoder.can_pause
+        if pausable:
+            log.info("item writes pause between the model's layers for the searches that arrive meanwhile")
         while True:
             taken = self._queue.take(
-                settings.max_batch, settings.max_image_batch, settings.write_batch, settings.max_wait_ms / 1000
+                settings.max_batch,
+                settings.max_image_batch,
+                settings.write_batch,
+                settings.max_wait_ms / 1000,
+                pausable_writes=pausable,
             )
             if taken is None:
                 return
-            if isinstance(taken, Call):
-                self._call(taken)
-                continue
-            self._show_depth()
-            self._drop_expired(taken)
-            live = [job for job in taken.jobs if job.future.set_running_or_notify_cancel()]
-            if live:
-                self._encode_and_dispatch(live)
+            self._run(taken)
+
+    def _run(self, taken: Call | Batch) -> None:
+        if isinstance(taken, Call):
+            self._call(taken)
+            return
+        self._show_depth()
+        self._drop_expired(taken)
+        live = [job for job in taken.jobs if job.future.set_running_or_notify_cancel()]
+        if live:
+            self._encode_and_dispatch(live)
+
+    def _serve_waiting(self) -> None:
+        """At a pause point of a write batch's forward (same thread): the calls and searches that arrived meanwhile
+        run now, so a shopper waits for one layer of an import, not for its images."""
+        if not self._queue.urgent:
+            return
+        started = time.perf_counter()
+        settings = self.settings
+        while (taken := self._queue.take_waiting(settings.max_batch, settings.max_image_batch)) is not None:
+            self._run(taken)
+        self._paused_seconds += time.perf_counter() - started
 
     def _drop_expired(self, batch: Batch) -> None:
         for job in batch.expired:
@@ -318,15 +343,17 @@ class QueryEngine:
                 self._count("expired")
 
     def _encode_and_dispatch(self, batch: list[Job]) -> None:
-        started = time.perf_counter()
+        started, paused = time.perf_counter(), self._paused_seconds
+        writes_only = all(job.write for job in batch)
         try:
-            vectors = self.searcher.encode_queries([job.work for job in batch])
+            with self.searcher.encoder.pausable(self._serve_waiting) if writes_only else contextlib.nullcontext():
+                vectors = self.searcher.encode_queries([job.work for job in batch])
         except Exception as exc:  # noqa: BLE001 - the batch's callers get the error; the worker lives on
             log.exception("encoding a batch of %d queries failed", len(batch))
             for job in batch:
                 job.future.set_exception(exc)
             return
-        seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started - (self._paused_seconds - paused)  # the searches run inside: theirs
         self._learn_rate(seconds, sum(cost_of(job.work) for job in batch))
         searches = [job for job in batch if not job.write]
         self.batches += 1

@@ -5,9 +5,12 @@ Three kinds of work wait for the one model thread:
 - calls: model work that a running query asks for from a store thread (a composed caption, a rerank): first,
   since that query holds a store thread while it waits;
 - searches: in arrival order, in batches of up to ``max_batch`` queries, of which ``max_image_batch`` with an image;
-- writes (items to encode): only in a batch of their own when no search waits, or, once the oldest has waited
-  ``write_wait`` seconds, one at the head of a search batch: shoppers never wait behind an import (beyond the
-  write batch that is being encoded when they arrive), and an import never starves.
+- writes (items to encode): in a batch of their own when no search waits, or once the oldest has waited
+  ``write_wait`` seconds (an import never starves). With a model that can pause (``pausable_writes``: the engine's
+  torch models), the searches that arrive while a write batch is encoded are taken at the forward's next pause
+  point (``take_waiting``) and run first: a shopper waits for one layer of an import, not for its images.
+  Without (exported towers run in one call), a due write instead rides at the head of a search batch, and a search
+  waits for at most the write batch being encoded when it arrives.
 
 Admission: a search costs what it encodes, in image queries (an image 1, a text ``TEXT_COST``). Past ``max_queue``
 of waiting cost, a new search is refused at once (``Overloaded``, with how long the queue takes to drain); a
@@ -151,7 +154,9 @@ class JobQueue:
         return left
 
     # -- the model thread -----------------------------------------------------------------------------
-    def take(self, max_batch: int, max_images: int, write_batch: int, max_wait: float) -> Call | Batch | None:
+    def take(
+        self, max_batch: int, max_images: int, write_batch: int, max_wait: float, pausable_writes: bool = False
+    ) -> Call | Batch | None:
         """The next call, or the next batch (possibly empty when everything taken had expired or was cancelled);
         None once closed. Waits for work; with ``max_wait`` waits that long for more searches to batch."""
         with self._cond:
@@ -161,11 +166,31 @@ class JobQueue:
                 return None
             if self._calls:
                 return self._calls.popleft()
+            if pausable_writes and self._writes and (not self._searches or self._write_due()):
+                return Batch([self._writes.popleft() for _ in range(min(write_batch, len(self._writes)))], [])
             if max_wait > 0 and self._searches:
                 self._cond.wait_for(
                     lambda: self.closed or self._calls or len(self._searches) >= max_batch, timeout=max_wait
                 )
-            return self._form_batch(max_batch, max_images, write_batch)
+            return self._form_batch(max_batch, max_images, write_batch, ride_along=not pausable_writes)
+
+    @property
+    def urgent(self) -> bool:
+        """Whether a call or a search waits (read without the lock: a hint, checked at every pause point)."""
+        return bool(self._calls or self._searches)
+
+    def take_waiting(self, max_batch: int, max_images: int) -> Call | Batch | None:
+        """At a pause point of a write batch: the next call, or a batch of the searches waiting (never writes);
+        None when neither waits. Never waits itself."""
+        with self._cond:
+            if self.closed or not (self._calls or self._searches):
+                return None
+            if self._calls:
+                return self._calls.popleft()
+            return self._form_batch(max_batch, max_images, write_batch=0, ride_along=False)
+
+    def _write_due(self) -> bool:
+        return bool(self._writes) and time.monotonic() - self._writes[0].queued >= self.write_wait
 
     def _expected(self, batch: Batch, cost: float) -> float:
         """Seconds the batch will take with this job in it. The first job of a batch is dropped only once its
@@ -173,10 +198,10 @@ class JobQueue:
         query, or no batch would run to correct it."""
         return self.seconds_per_cost * cost if batch.jobs else 0.0
 
-    def _form_batch(self, max_batch: int, max_images: int, write_batch: int) -> Batch:
+    def _form_batch(self, max_batch: int, max_images: int, write_batch: int, ride_along: bool) -> Batch:
         now = time.monotonic()
         batch, expired = Batch([], []), []
-        if self._writes and self._searches and now - self._writes[0].queued >= self.write_wait:
+        if ride_along and self._searches and self._write_due():
             batch.jobs.append(self._writes.popleft())  # the import's share: one item, first
         images = sum(len(job.work.pixels()) for job in batch.jobs)
         cost = float(images)

@@ -2,7 +2,8 @@
 
 Requests are queued (``serve/scheduler.py``: searches first, item writes when no search waits, a bound on the
 waiting work, deadlines). An item's forward pauses between the model's layers for the searches that arrive while it
-runs (``FashionEmbeddingModel.pausable``): a shopper waits for one layer of an import, not for a whole image. One worker thread owns the model: it takes what is waiting (up to ``max_batch``
+runs (``FashionEmbeddingModel.pausable``): a shopper waits for one layer of an import, not for a whole image.
+One worker thread owns the model: it takes what is waiting (up to ``max_batch``
 queries, of which at most ``max_image_batch`` carry an image, waiting at most ``max_wait_ms`` for more),
 encodes the texts of all of them in one length-sorted batch and the images in one batch, and hands each query
 to the search pool, which runs its store search while the worker encodes the next batch; an item's vectors go

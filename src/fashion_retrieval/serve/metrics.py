@@ -85,6 +85,7 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        scope.setdefault("state", {})["arrived"] = time.monotonic()  # request deadlines count from here (service.py)
         status = 500  # what the client gets if the app fails before answering
 
         async def record_status(message) -> None:

@@ -89,6 +89,7 @@ class JobQueue:
         self._calls: deque[Call] = deque()
         self.waiting_cost = 0.0
         self.seconds_per_cost = 0.0  # encode seconds per unit of cost (moving average, set by the engine)
+        self._all_expired = False  # the last batch formed had only expired searches
         self.closed = False
 
     # -- producers ------------------------------------------------------------------------------------
@@ -193,10 +194,10 @@ class JobQueue:
         return bool(self._writes) and time.monotonic() - self._writes[0].queued >= self.write_wait
 
     def _expected(self, batch: Batch, cost: float) -> float:
-        """Seconds the batch will take with this job in it. The first job of a batch is dropped only once its
-        deadline has passed: a rate estimate that is too slow (after a spell of contention) must not drop every
-        query, or no batch would run to correct it."""
-        return self.seconds_per_cost * cost if batch.jobs else 0.0
+        """Seconds the batch will take with this job in it. Right after a take in which every search expired, the
+        first job of a batch is dropped only once its deadline has passed: a rate estimate that is too slow (after
+        a spell of contention) must not drop every query, or no batch would run to correct it."""
+        return 0.0 if self._all_expired and not batch.jobs else self.seconds_per_cost * cost
 
     def _form_batch(self, max_batch: int, max_images: int, write_batch: int, ride_along: bool) -> Batch:
         now = time.monotonic()
@@ -222,6 +223,7 @@ class JobQueue:
             while self._writes and len(batch.jobs) < write_batch:
                 batch.jobs.append(self._writes.popleft())
         batch.expired = expired
+        self._all_expired = bool(expired) and not batch.jobs
         return batch
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -15,7 +14,7 @@ from fashion_retrieval.errors import QueryError
 from fashion_retrieval.search.queries import Query
 from fashion_retrieval.serve.config import ServeConfig
 from fashion_retrieval.serve.engine import QueryEngine
-from fashion_retrieval.serve.waiting import outcome
+from fashion_retrieval.serve.waiting import arrival, outcome
 from fashion_retrieval.serve.writes import CatalogueWriter
 from fashion_retrieval.store.base import validate_filters
 
@@ -70,7 +69,7 @@ class Service:
     async def search(self, query: Query, request: Request | None = None) -> dict:
         """Queue ``query`` with the request's deadline (``--request-timeout``) and await it, dropping it unencoded
         if the client leaves first (499) or the deadline passes first (503); a full queue is a 503 at once."""
-        deadline = time.monotonic() + self.config.request_timeout
+        deadline = arrival(request) + self.config.request_timeout
         (response,) = await outcome(self.engine, [self.engine.submit(query, deadline)], request, deadline)
         results = [
             {

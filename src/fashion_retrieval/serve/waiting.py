@@ -25,6 +25,13 @@ async def client_gone(request: Request) -> None:
         pass
 
 
+def arrival(request: Request | None) -> float:
+    """When the request arrived (``time.monotonic()``, marked by the outermost middleware), so a deadline covers
+    the upload and its decoding too; now for a request that came another way."""
+    arrived = request.scope.get("state", {}).get("arrived") if request is not None else None
+    return arrived if arrived is not None else time.monotonic()
+
+
 def _retrieve(future: asyncio.Future) -> None:
     if not future.cancelled():
         future.exception()  # read, so asyncio does not log it as never retrieved
@@ -64,4 +71,4 @@ async def outcome(
             watcher.cancel()
 
 
-__all__ = ["CLIENT_CLOSED", "client_gone", "outcome"]
+__all__ = ["CLIENT_CLOSED", "arrival", "client_gone", "outcome"]

@@ -198,7 +198,7 @@ def overload_phase(server: Server, args) -> dict:
     before = server.engine()
     result = run_clients(server.url, "image", args.overload_clients, args.seconds)
     after = server.engine()
-    result.update({k: after[k] - before[k] for k in ("shed", "expired", "abandoned")})
+    result.update({k: after[k] - before[k] for k in ("shed", "expired", "abandoned", "late")})
     result["max_queue"], result["request_timeout_s"] = after["max_queue"], DEFAULT_TIMEOUT
     return result
 

@@ -4,6 +4,7 @@ searches but never starve. The model thread is held busy by a real call on it (`
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import threading
 import time
@@ -18,6 +19,7 @@ from fashion_retrieval.search.queries import ImageQuery, TextQuery
 from fashion_retrieval.serve.engine import EngineSettings, QueryEngine
 from fashion_retrieval.serve.metrics import ServeMetrics
 from fashion_retrieval.serve.scheduler import Expired, Job, JobQueue, Overloaded
+from fashion_retrieval.serve.waiting import outcome
 from fashion_retrieval.store.items import NewItem
 
 
@@ -206,3 +208,45 @@ def test_with_pausable_writes_a_due_item_runs_on_its_own_and_searches_never_take
     waiting = queue.take_waiting(max_batch=8, max_images=4)
     assert [job.write for job in waiting.jobs] == [False, False] and queue.take_waiting(8, 4) is None
     assert not queue.urgent and queue.depth == (0, 0)
+
+
+def test_a_search_that_cannot_be_encoded_before_its_deadline_is_dropped_even_first_in_its_batch(pixels):
+    """The rate estimate says an image takes 1 s: a query due in 0.5 s is dropped unencoded, even alone. Right after
+    a take in which everything expired, the next first query runs (a stale, slow estimate must correct itself)."""
+    queue = JobQueue(max_queue=100, max_writes=10, write_wait=1.0)
+    queue.seconds_per_cost = 1.0
+    due_soon = Job(ImageQuery(pixels, top_k=1), concurrent.futures.Future(), deadline=time.monotonic() + 0.5)
+    queue.put_search(due_soon)
+    first = queue.take(max_batch=4, max_images=4, write_batch=1, max_wait=0)
+    assert first.jobs == [] and first.expired == [due_soon]
+    again = Job(ImageQuery(pixels, top_k=1), concurrent.futures.Future(), deadline=time.monotonic() + 0.5)
+    queue.put_search(again)
+    second = queue.take(max_batch=4, max_images=4, write_batch=1, max_wait=0)
+    assert second.jobs == [again] and second.expired == []
+    in_time = Job(ImageQuery(pixels, top_k=1), concurrent.futures.Future(), deadline=time.monotonic() + 5)
+    queue.put_search(in_time)
+    assert queue.take(max_batch=4, max_images=4, write_batch=1, max_wait=0).jobs == [in_time]
+
+
+def test_an_answer_that_would_come_after_the_deadline_is_a_503_at_the_deadline(searcher, monkeypatch):
+    """The model has the query (it is being encoded) when the deadline passes: the shopper gets the 503 then, not a
+    late answer; the work finishes and is dropped, counted as late."""
+    engine = _engine(searcher)
+    try:
+        engine.run(TextQuery("a blue shirt", top_k=1))  # past the warm-up
+        encode = searcher.encode_queries
+
+        def slow(batch):
+            time.sleep(0.8)
+            return encode(batch)
+
+        monkeypatch.setattr(searcher, "encode_queries", slow)
+        started = time.monotonic()
+        future = engine.submit(TextQuery("a red dress", top_k=2))  # no deadline in the queue: taken at once
+        with pytest.raises(Expired):
+            asyncio.run(outcome(engine, [future], None, deadline=started + 0.3))
+        assert time.monotonic() - started < 0.7
+        assert engine.describe()["late"] == 1 and engine.describe()["expired"] == 0
+        assert len(future.result(30).results) == 2  # the model finished it all the same
+    finally:
+        engine.close()

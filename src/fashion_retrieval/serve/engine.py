@@ -92,7 +92,7 @@ class QueryEngine:
         )
         self.batches = self.queries = self.items = 0
         self._paused_seconds = 0.0  # time spent on searches run at the pause points of write batches
-        self.shed = self.expired = self.abandoned = 0
+        self.shed = self.expired = self.abandoned = self.late = 0
         self._closed = threading.Event()
         self._worker = threading.Thread(target=self._work, name="model-worker", daemon=True)
         self._refresher = threading.Thread(target=self._refresh_loop, name="store-refresh", daemon=True)
@@ -217,6 +217,10 @@ class QueryEngine:
             return True
         return False
 
+    def count_late(self) -> None:
+        """A search the model had already taken whose deadline passed before its answer: answered 503, counted."""
+        self._count("late")
+
     def _count(self, reason: str) -> None:
         setattr(self, reason, getattr(self, reason) + 1)
         if self.metrics is not None:
@@ -270,6 +274,7 @@ class QueryEngine:
             "shed": self.shed,
             "expired": self.expired,
             "abandoned": self.abandoned,
+            "late": self.late,
         }
 
     # -- the model worker -----------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Request counts and latency per endpoint (the route template, not the raw path: ids would explode the label
 set) and status; encode and search time; batch sizes; queue depths; searches dropped (shed, expired,
-abandoned); catalogue writes. With ``serve --workers N`` each worker
+abandoned, late); catalogue writes. With ``serve --workers N`` each worker
 writes its samples to ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` aggregates them (prometheus-client's
 multiprocess mode), so a scrape sees the whole server whichever worker answers it.
 """
@@ -56,9 +56,10 @@ class ServeMetrics:
         self.write_queue_depth = Gauge(
             "fashion_write_queue_depth", "Items waiting for the model", registry=registry, **gauge_mode
         )
-        # shed: refused at once (queue full); expired: dropped unencoded past the deadline; abandoned: client left
+        # shed: refused at once (queue full); expired: dropped unencoded past the deadline; abandoned: client left;
+        # late: taken by the model, but its deadline passed before the answer (a 503 all the same)
         self.dropped = Counter(
-            "fashion_dropped", "Searches dropped before encoding, by reason", ["reason"], registry=registry
+            "fashion_dropped", "Searches answered 503 or 499, by reason", ["reason"], registry=registry
         )
         self.items_written = Counter("fashion_items_written", "Catalogue writes", ["op"], registry=registry)
         if self.multiprocess:

@@ -40,8 +40,9 @@ def _retrieve(future: asyncio.Future) -> None:
 async def outcome(
     engine, futures: list[concurrent.futures.Future], request: Request | None, deadline: float | None = None
 ) -> list:
-    """The futures' results. The client leaving first is a 499, the deadline (``time.monotonic()``) passing first a
-    503 with Retry-After, when the model had not started some of the work."""
+    """The futures' results. The client leaving first is a 499 (when the model had not started some of the work),
+    the deadline (``time.monotonic()``) passing first a 503 with Retry-After: an answer never comes after the
+    deadline (work the model already has finishes, and is dropped)."""
     together = asyncio.gather(*(asyncio.wrap_future(future) for future in futures))
     watcher = asyncio.ensure_future(client_gone(request)) if request is not None else None
     timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -59,13 +60,15 @@ async def outcome(
             return together.result()
         reason = "abandoned" if watcher is not None and watcher in done else "expired"
         dropped = [engine.abandon(future, reason) for future in futures]
-        if any(dropped):
+        if any(dropped) or reason == "expired":
             together.add_done_callback(_retrieve)
             together.cancel()
             if reason == "abandoned":
                 raise HTTPException(CLIENT_CLOSED, "the client closed the request")
+            if not any(dropped):  # the model had it, but its answer would come after the deadline: a 503 now
+                engine.count_late()
             raise Expired(engine.retry_after())
-        return await together  # the model has all of it: it finishes soon
+        return await together  # the client left, but the model has all of it: it finishes soon
     finally:
         if watcher is not None:
             watcher.cancel()

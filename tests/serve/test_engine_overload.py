@@ -250,3 +250,32 @@ def test_an_answer_that_would_come_after_the_deadline_is_a_503_at_the_deadline(s
         assert len(future.result(30).results) == 2  # the model finished it all the same
     finally:
         engine.close()
+
+
+def test_a_deadline_counts_from_the_requests_arrival_as_the_outermost_middleware_marks_it():
+    """The upload and its decoding happen before the search is queued: its deadline starts when the request came in."""
+    from starlette.requests import Request
+
+    from fashion_retrieval.serve.metrics import AccessLogMiddleware
+    from fashion_retrieval.serve.waiting import arrival
+
+    seen: list[float] = []
+
+    async def app(scope, receive, send):
+        seen.append(arrival(Request(scope)))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(_message):
+        await asyncio.sleep(0)
+
+    before = time.monotonic()
+    scope = {"type": "http", "method": "GET", "path": "/x", "headers": [], "query_string": b""}
+    asyncio.run(AccessLogMiddleware(app, None)(scope, receive, send))
+    assert before <= seen[0] <= time.monotonic()
+    time.sleep(0.05)
+    assert arrival(Request(scope)) == seen[0]  # the mark stays; it is not "now"
+    assert arrival(None) >= seen[0] + 0.05  # a request that came another way: now

@@ -8,11 +8,13 @@ Every row runs ``embed_catalog`` on the same generated catalogue (750x1101 JPEGs
   rounds (int8 calibrated on ``--calibrate`` catalogue rows) and run as an export folder, so its speed is measured
   whatever its parity gate says on random weights (whether int8 keeps a *trained* model's rankings is
   ``benchmarks/precision.py``'s question);
-- ``--backend auto``: what the automatic choice picks here among the candidates whose parity gate passes (its
-  timing of the candidates happens once, before the rounds, and is not counted).
+- ``--backend auto``: what the automatic choice picks here, per tower, among the candidates whose parity gate
+  passes (its timing of the candidates happens once, before the rounds, and is not counted).
 
-Rounds are interleaved (the order alternates); figures are medians, ratios medians of per-round ratios to torch
-fp32. The model and the exports live in a temporary folder removed at the end.
+Every row runs one image batch and one caption batch before it is timed: the first calls pick kernels and, for a
+freshly compiled export, finish OpenVINO's / ONNX Runtime's lazy setup (a one-off cost a catalogue run amortises,
+which a 32-row round would not). Rounds are interleaved (the order alternates); figures are medians, ratios medians
+of per-round ratios to torch fp32. The model and the exports live in a temporary folder removed at the end.
 
     python -m benchmarks.backend_throughput
     python -m benchmarks.backend_throughput --tiny --images 8 --rounds 1 --name backend_smoke   # checks the harness
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import benchmark_model, temporary_folder, write_result
-from fashion_retrieval.bench.throughput import Workload
+from fashion_retrieval.bench.throughput import Workload, warm_up
 from fashion_retrieval.model.backends import Calibration, export_towers
 from fashion_retrieval.model.encoder import FashionEmbeddingModel
 from fashion_retrieval.model.loading import load_model
@@ -94,6 +96,8 @@ def main() -> None:
         workload = Workload.create(folder / "work", "cpu", images=args.images)
         calibration = Calibration(workload.paths[: args.calibrate], workload.texts[: args.calibrate], "benchmark")
         rows = encoders(base, exports(base, folder / "exports", calibration), calibration)
+        for encoder in rows.values():
+            warm_up(encoder, workload)
         rounds = []
         for round_ in range(args.rounds):
             order = list(rows) if round_ % 2 == 0 else list(reversed(rows))

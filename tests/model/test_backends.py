@@ -183,7 +183,7 @@ def test_openvino_precision_follows_the_cpus_bf16_units(units, bases, monkeypatc
     assert tried[0] == ("bf16" if units else "fp32") and "int8" not in tried  # no int8 without a calibration
 
 
-def test_auto_keeps_the_fastest_passing_backend_and_caches_the_choice(bases, monkeypatch, tmp_path, caplog):
+def test_auto_keeps_the_fastest_passing_backend_per_tower_and_caches_the_choice(bases, monkeypatch, tmp_path, caplog):
     from fashion_retrieval.model.backends import choice
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -193,11 +193,47 @@ def test_auto_keeps_the_fastest_passing_backend_and_caches_the_choice(bases, mon
     (decision,) = record.values()
     timed = {b: f for b, f in decision["figures"].items() if "error" not in f}
     assert set(timed) == set(choice.CANDIDATES)
-    fastest = min(timed, key=lambda b: timed[b]["seconds_per_item"])
-    assert decision["backend"] == fastest == encoder.backend
-    assert any("backend auto:" in r.getMessage() for r in caplog.records)
+    fastest = {rate: max(timed, key=lambda b: timed[b][rate]) for rate in ("images_per_second", "captions_per_second")}
+    assert decision["image"]["backend"] == fastest["images_per_second"]
+    assert decision["text"]["backend"] == fastest["captions_per_second"]
+    backends = {fastest["images_per_second"], fastest["captions_per_second"]}
+    assert encoder.backend == "/".join(fastest.values()) if len(backends) == 2 else encoder.backend in backends
+    assert any("backend auto: images on" in r.getMessage() for r in caplog.records)
     monkeypatch.setattr(choice, "_seconds_per_item", lambda encoder: pytest.fail("measured again"))
-    assert FashionEmbeddingModel(None, bases("blip"), device="cpu", backend="auto").backend == fastest
+    assert FashionEmbeddingModel(None, bases("blip"), device="cpu", backend="auto").backend == encoder.backend
+
+
+def test_auto_runs_each_tower_on_its_fastest_backend(bases, images, monkeypatch, tmp_path):
+    """Figures where torch wins on images and OpenVINO on captions: one encoder, the image tower on torch, the text
+    tower on OpenVINO, each giving its own backend's vectors; the record names both and passes the parity rule."""
+    from fashion_retrieval.model.backends import choice
+    from fashion_retrieval.search.searcher import ensure_comparable_precision
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    speeds = {"torch": (100.0, 10.0), "openvino": (10.0, 100.0), "onnxruntime": (1.0, 1.0)}
+
+    def figures(encoder):
+        images_per_second, captions_per_second = speeds[encoder.backend]
+        return {
+            "precision": encoder.precision.name,
+            "images_per_second": images_per_second,
+            "captions_per_second": captions_per_second,
+            "seconds_per_item": 1 / images_per_second + 1 / captions_per_second,
+        }
+
+    monkeypatch.setattr(choice, "_seconds_per_item", figures)
+    base = bases("blip")
+    split = FashionEmbeddingModel(None, base, device="cpu", backend="auto", dtype="fp32")
+    on_torch = FashionEmbeddingModel(None, base, device="cpu", dtype="fp32")
+    on_openvino = FashionEmbeddingModel(None, base, device="cpu", backend="openvino", dtype="fp32")
+    np.testing.assert_array_equal(split.encode_batch_images(images), on_torch.encode_batch_images(images))
+    np.testing.assert_array_equal(split.encode_batch_texts(TEXTS), on_openvino.encode_batch_texts(TEXTS))
+    record = split.precision.to_dict()
+    assert record["backend"] == "torch/openvino" and record["dtype"] == "float32" and record["parity"]["passed"]
+    assert record["towers"]["text"]["backend"] == "openvino" and "backend" not in record["towers"]["image"]
+    assert split.has_itm and split.can_pause  # the torch side brings the matching head and the pause points
+    assert split.itm_scores(TEXTS[0], images).shape == (len(images),)
+    ensure_comparable_precision(on_torch.precision.to_dict(), record, "a torch fp32 collection")  # no error
 
 
 def test_bad_backend_requests_are_one_line_errors(bases):

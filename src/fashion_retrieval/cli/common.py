@@ -71,7 +71,7 @@ BackendOpt = Annotated[
     typer.Option(
         "--backend",
         help="Where the towers run: torch, openvino or onnxruntime (exported once, cached, used only if their "
-        "parity check passes), or auto (the fastest that passes on this machine, measured once).",
+        "parity check passes), or auto (per tower, the fastest that passes on this machine, measured once).",
     ),
 ]
 CalibrateOpt = Annotated[

@@ -16,6 +16,7 @@ from fashion_retrieval.data.images import ImageInput, open_image, placeholder_im
 from fashion_retrieval.errors import CheckpointError, ImageError, UnsupportedFeatureError
 from fashion_retrieval.identity import ModelIdentity
 from fashion_retrieval.model.backends import (
+    BackendChoice,
     Calibration,
     ExportedModel,
     is_export,
@@ -52,7 +53,7 @@ class FashionEmbeddingModel:
     through prepacked oneDNN kernels: the same vectors within rounding, faster; False keeps PyTorch's path.
     ``backend``: torch (default), openvino or onnxruntime (exported towers, made once and cached, used only if
     their parity check passes; ``dtype`` then means fp32, bf16 or int8, int8 calibrated on ``calibration``), or
-    auto (the fastest that passes, measured once per model and machine: ``model/backends/choice.py``).
+    auto (per tower, the fastest that passes, measured once per model and machine: ``model/backends/choice.py``).
     """
 
     def __init__(
@@ -74,7 +75,18 @@ class FashionEmbeddingModel:
             self._init_exported(open_export(processor_path))
             return
         if backend == "auto":
-            backend, dtype = self._choose_backend(model_path, processor_path, device, lora_alpha, dtype, calibration)
+            choice = self._choose_backend(model_path, processor_path, device, lora_alpha, dtype, calibration)
+            if choice.split:
+                sides = [
+                    FashionEmbeddingModel(
+                        model_path, processor_path, "cpu", lora_alpha=lora_alpha, dtype=side_dtype,
+                        fast_cpu=fast_cpu, backend=side_backend, calibration=calibration,
+                    )
+                    for side_backend, side_dtype in (choice.image, choice.text)
+                ]  # fmt: skip
+                self._init_split(*sides)
+                return
+            backend, dtype = choice.image
         if backend == "torch":
             loaded = load_model(processor_path, model_path, lora_alpha=lora_alpha, device=device, dtype=dtype)
             self._init_from(loaded, fast_cpu)
@@ -87,11 +99,11 @@ class FashionEmbeddingModel:
         self._init_exported(exported)
 
     @staticmethod
-    def _choose_backend(model_path, processor_path, device, lora_alpha, dtype, calibration) -> tuple[str, str]:
-        """``backend="auto"``: torch off the CPU; on it, the fastest candidate that keeps the rankings."""
+    def _choose_backend(model_path, processor_path, device, lora_alpha, dtype, calibration) -> BackendChoice:
+        """``backend="auto"``: torch off the CPU; on it, per tower the fastest candidate that keeps the rankings."""
         if resolve_device(device).type != "cpu":
             log.info("backend auto: torch (exported towers run on the CPU; this model runs on %s)", device)
-            return "torch", dtype
+            return BackendChoice(("torch", dtype), ("torch", dtype))
         from fashion_retrieval.model.backends.choice import choose_backend
         from fashion_retrieval.model.loading import describe_model
 
@@ -115,12 +127,34 @@ class FashionEmbeddingModel:
         self._init_from(loaded, fast_cpu)
         return self
 
+    def _init_split(self, image_side: FashionEmbeddingModel, text_side: FashionEmbeddingModel) -> None:
+        """The towers on two backends (``auto`` found each fastest on a different one): images go to
+        ``image_side``, captions to ``text_side``; the torch side, if any, provides ``model`` (matching head,
+        pause points)."""
+        torch_side = image_side if image_side.model is not None else text_side
+        self.family, self.identity, self.device = image_side.family, image_side.identity, _CPU
+        self.text_tokenizer, self.preprocess = text_side.text_tokenizer, image_side.preprocess
+        self._normalize = None
+        self.max_text_length = self.text_tokenizer.max_length
+        self.loaded, self.exported = torch_side.loaded, None
+        self.model, self.processor = torch_side.model, torch_side.processor
+        self.packed_layers = torch_side.packed_layers
+        self._image_side, self._text_side = image_side, text_side
+        image, text = image_side.precision, text_side.precision
+        reason = (
+            f"auto: images on {image.backend} {image.name} ({image.reason}); "
+            f"captions on {text.backend} {text.name} ({text.reason})"
+        )
+        self._precision = Precision.per_tower(image, text, reason)
+        log.info("model %s (%s) on the CPU, %s", self.identity.key, self.family.label, reason)
+
     def _init_common(self, family, processors, identity, device: torch.device) -> None:
         self.family = family
         self.text_tokenizer = processors.tokenizer
         self.preprocess = processors.preprocess
         self.identity = identity
         self.device = device
+        self._image_side = self._text_side = self  # another encoder per tower when they run apart (_init_split)
         self._normalize: tuple[torch.Tensor, torch.Tensor] | None = None
         self.max_text_length = self.text_tokenizer.max_length
 
@@ -176,6 +210,8 @@ class FashionEmbeddingModel:
 
     def fast_paths(self) -> dict[str, bool | None]:
         """Which checked fast paths are in use (None: not checked yet, before the first batch)."""
+        if self._image_side is not self:
+            return {"images": self._image_side.fast_paths(), "captions": self._text_side.fast_paths()}
         if self.exported is not None:
             return {"backend": self.backend, "precision": self._precision.name}
         return {
@@ -204,6 +240,8 @@ class FashionEmbeddingModel:
     @torch.inference_mode()
     def encode_pixels(self, pixel_values: np.ndarray | torch.Tensor) -> np.ndarray:
         """Embed preprocessed images [N, 3, H, W]; float32 [N, D], L2-normalised."""
+        if self._image_side is not self:
+            return self._image_side.encode_pixels(pixel_values)
         if self.exported is not None:
             return self.exported.towers.images(torch.as_tensor(pixel_values, dtype=torch.float32).numpy())
         pixels = torch.as_tensor(pixel_values).to(self.device, dtype=self.dtype, non_blocking=True)
@@ -222,6 +260,8 @@ class FashionEmbeddingModel:
 
     @torch.inference_mode()
     def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> np.ndarray:
+        if self._text_side is not self:
+            return self._text_side.encode_tokens(input_ids, attention_mask)
         if self.exported is not None:
             return self.exported.towers.texts(input_ids.numpy(), attention_mask.numpy())
         feats = self._text_features(self.model, input_ids.to(self.device), attention_mask.to(self.device))

@@ -52,6 +52,30 @@ class Precision:
     parity: dict | None = None  # the probe's figures when a parity check decided
     backend: str = "torch"
     compute: str | None = None
+    towers: dict[str, Precision] | None = None  # each tower's, when they run on different backends
+
+    @classmethod
+    def per_tower(cls, image: Precision, text: Precision, reason: str) -> Precision:
+        """The record of towers run apart: ``backend`` and ``compute`` name both (image/text); the parity passes
+        when each side is the torch fp32 reference or passed its own check."""
+
+        def verified(side: Precision) -> bool:
+            reference = side.backend == "torch" and side.dtype == torch.float32 and side.compute is None
+            return reference or bool((side.parity or {}).get("passed"))
+
+        sides = [side.parity for side in (image, text) if side.parity]
+        parity = {"passed": verified(image) and verified(text)}
+        if sides:
+            parity["min_cosine"] = min(side.get("min_cosine", 1.0) for side in sides)
+        torch_side = image if image.backend == "torch" else text
+        return cls(
+            torch_side.dtype if torch_side.backend == "torch" else torch.float32,
+            reason,
+            parity,
+            backend=f"{image.backend}/{text.backend}",
+            compute=image.name if image.name == text.name else f"{image.name}/{text.name}",
+            towers={"image": image, "text": text},
+        )
 
     @property
     def name(self) -> str:
@@ -65,6 +89,8 @@ class Precision:
             record["backend"] = self.backend
         if self.parity:
             record["parity"] = self.parity
+        if self.towers:
+            record["towers"] = {tower: side.to_dict() for tower, side in self.towers.items()}
         return record
 
 

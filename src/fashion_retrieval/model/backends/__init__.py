@@ -1,7 +1,7 @@
 """Where the towers run: torch (the model as loaded), or exported towers on OpenVINO or ONNX Runtime, in fp32, bf16
-or int8; and ``auto``, which measures the candidates once per model and machine and keeps the fastest whose parity
-check passes. Exports are made once and cached (``~/.cache/fashion_retrieval/exports``); an int8 one is calibrated
-on a sample of the user's own catalogue.
+or int8; and ``auto``, which measures the candidates once per model and machine and runs each tower on the fastest
+whose parity check passes. Exports are made once and cached (``~/.cache/fashion_retrieval/exports``); an int8 one
+is calibrated on a sample of the user's own catalogue.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fashion_retrieval.errors import CheckpointError
+from fashion_retrieval.model.backends.choice import BackendChoice
 from fashion_retrieval.model.backends.export import Calibration, export_towers
 from fashion_retrieval.model.backends.exported import (
     RUNTIME_OF,
@@ -189,6 +190,7 @@ def open_backend(
 
 __all__ = [
     "BACKENDS",
+    "BackendChoice",
     "BACKEND_ENV",
     "Calibration",
     "ExportedModel",

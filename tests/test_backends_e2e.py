@@ -97,3 +97,47 @@ def test_a_torch_store_served_and_searched_on_openvino(torch_folder, tmp_path):
         assert [h["id"] for h in hits] == want  # fp32 on another runtime: the same ranking
         rerank = client.post("/api/search/text", json={"query": query, "rerank": 3})
         assert rerank.status_code == 400 and "--backend torch" in rerank.json()["detail"]
+
+
+def test_a_server_whose_towers_run_on_two_backends(torch_folder, tmp_path, monkeypatch):
+    """``--backend auto`` measured torch fastest on images and OpenVINO on captions (figures forced here): the
+    server runs each tower there, says so, answers text and image searches as torch does, and reranks (the
+    torch side holds the matching head)."""
+    from fashion_retrieval.model.backends import choice
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    speeds = {"torch": (100.0, 10.0), "openvino": (10.0, 100.0), "onnxruntime": (1.0, 1.0)}
+
+    def figures(encoder):
+        images_per_second, captions_per_second = speeds[encoder.backend]
+        return {
+            "precision": encoder.precision.name,
+            "images_per_second": images_per_second,
+            "captions_per_second": captions_per_second,
+            "seconds_per_item": 1 / images_per_second + 1 / captions_per_second,
+        }
+
+    monkeypatch.setattr(choice, "_seconds_per_item", figures)
+    db = tmp_path / "fashion.db"
+    index_embeddings(IndexConfig(str(torch_folder), MilvusTarget(db=str(db))), progress=False)
+    metadata = load_embeddings(torch_folder).metadata
+    query, image = metadata["caption"][0], metadata["path"][1]
+    torch_searcher = open_searcher(db=str(db), device="cpu")
+    try:
+        want_text = [h.id for h in torch_searcher.text(query, top_k=5).results]
+        want_image = [h.id for h in torch_searcher.image(image, top_k=5).results]
+        want_reranked = [h.id for h in torch_searcher.text(query, top_k=5, rerank=3).results]
+    finally:
+        torch_searcher.store.close()
+    with TestClient(create_app(ServeConfig(db=str(db), device="cpu", backend="auto"))) as client:
+        precision = client.get("/api/health").json()["precision"]
+        assert precision["backend"] == "torch/openvino" and precision["parity"]["passed"]
+        assert precision["towers"]["text"]["backend"] == "openvino"
+        hits = client.post("/api/search/text", json={"query": query, "top_k": 5}).json()["results"]
+        assert [h["id"] for h in hits] == want_text
+        with open(image, "rb") as f:
+            found = client.post("/api/search/image", files={"image": ("q.jpg", f, "image/jpeg")}, data={"top_k": "5"})
+        assert found.status_code == 200, found.text
+        assert [h["id"] for h in found.json()["results"]] == want_image
+        rerank = client.post("/api/search/text", json={"query": query, "top_k": 5, "rerank": 3})
+        assert rerank.status_code == 200 and [h["id"] for h in rerank.json()["results"]] == want_reranked

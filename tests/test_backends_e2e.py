@@ -19,6 +19,7 @@ from fashion_retrieval.serve.app import create_app
 from fashion_retrieval.serve.config import ServeConfig
 from fashion_retrieval.store.indexer import IndexConfig, index_embeddings
 from fashion_retrieval.store.milvus import MilvusTarget
+from tests.helpers import force_backend_speeds
 
 FILES = {"image_embeddings.npy", "text_embeddings.npy", "metadata.parquet", "metadata.pkl", "failures.jsonl"}
 
@@ -103,21 +104,8 @@ def test_a_server_whose_towers_run_on_two_backends(torch_folder, tmp_path, monke
     """``--backend auto`` measured torch fastest on images and OpenVINO on captions (figures forced here): the
     server runs each tower there, says so, answers text and image searches as torch does, and reranks (the
     torch side holds the matching head)."""
-    from fashion_retrieval.model.backends import choice
-
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    speeds = {"torch": (100.0, 10.0), "openvino": (10.0, 100.0), "onnxruntime": (1.0, 1.0)}
-
-    def figures(encoder):
-        images_per_second, captions_per_second = speeds[encoder.backend]
-        return {
-            "precision": encoder.precision.name,
-            "images_per_second": images_per_second,
-            "captions_per_second": captions_per_second,
-            "seconds_per_item": 1 / images_per_second + 1 / captions_per_second,
-        }
-
-    monkeypatch.setattr(choice, "_seconds_per_item", figures)
+    force_backend_speeds(monkeypatch)
     db = tmp_path / "fashion.db"
     index_embeddings(IndexConfig(str(torch_folder), MilvusTarget(db=str(db))), progress=False)
     metadata = load_embeddings(torch_folder).metadata

@@ -23,6 +23,7 @@ from fashion_retrieval.model.backends.exported import ExportManifest
 from fashion_retrieval.model.loading import load_model
 from fashion_retrieval.model.tiny_families import build_tiny
 from tests.conftest import CAPTIONS
+from tests.helpers import force_backend_speeds
 
 NEEDS_OPEN_CLIP = pytest.mark.skipif(importlib.util.find_spec("open_clip") is None, reason="runs in .venv-open-clip")
 FAMILIES = [
@@ -206,22 +207,10 @@ def test_auto_keeps_the_fastest_passing_backend_per_tower_and_caches_the_choice(
 def test_auto_runs_each_tower_on_its_fastest_backend(bases, images, monkeypatch, tmp_path):
     """Figures where torch wins on images and OpenVINO on captions: one encoder, the image tower on torch, the text
     tower on OpenVINO, each giving its own backend's vectors; the record names both and passes the parity rule."""
-    from fashion_retrieval.model.backends import choice
     from fashion_retrieval.search.searcher import ensure_comparable_precision
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    speeds = {"torch": (100.0, 10.0), "openvino": (10.0, 100.0), "onnxruntime": (1.0, 1.0)}
-
-    def figures(encoder):
-        images_per_second, captions_per_second = speeds[encoder.backend]
-        return {
-            "precision": encoder.precision.name,
-            "images_per_second": images_per_second,
-            "captions_per_second": captions_per_second,
-            "seconds_per_item": 1 / images_per_second + 1 / captions_per_second,
-        }
-
-    monkeypatch.setattr(choice, "_seconds_per_item", figures)
+    force_backend_speeds(monkeypatch)
     base = bases("blip")
     split = FashionEmbeddingModel(None, base, device="cpu", backend="auto", dtype="fp32")
     on_torch = FashionEmbeddingModel(None, base, device="cpu", dtype="fp32")

@@ -205,3 +205,20 @@ def test_open_clip_weights_win_over_a_remote_code_config(tmp_path):
     assert detect_family(str(tmp_path)).name == "open_clip"
     (tmp_path / "open_clip_pytorch_model.bin").unlink()
     assert detect_family(str(tmp_path)).name == "siglip"  # no open_clip weights: the transformers config
+
+
+@pytest.mark.parametrize("family", ["blip", *FAMILIES])
+def test_a_batch_cut_from_the_tokenised_table_is_the_batch_tokenised_alone(family, bases):
+    """Training tokenises its captions once (``TextTokenizer.table``) and cuts each batch from them (``rows``):
+    every cut must be exactly what tokenising that batch gives (per-batch padding, or the family's maximum)."""
+    tokenizer = FashionEmbeddingModel(None, bases(family), device="cpu").text_tokenizer
+    table = tokenizer.table(TEXTS)
+    if table is None:  # a family that shows no padding to trim: training tokenises each batch
+        assert not tokenizer.spec.attention_mask
+        return
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 3, len(TEXTS)):
+        index = rng.permutation(len(TEXTS))[:size].tolist()
+        cut, alone = tokenizer.rows(table, index), tokenizer([TEXTS[i] for i in index])
+        for key in ("input_ids", "attention_mask"):
+            assert torch.equal(cut[key], alone[key]), (family, index, key)

@@ -186,6 +186,8 @@ class Trainer:
             )
         if self.val_set is not None and len(self.val_set) == 0:
             self.val_set = None
+        table = self.processors.tokenizer.table(self.train_set.captions)  # tokenised once, not every epoch
+        self.train_tokens = {k: v.to(self.device) for k, v in table.items()} if table is not None else None
 
     # -- state ---------------------------------------------------------------------------------
     def _trainable_state(self) -> dict[str, torch.Tensor]:
@@ -232,7 +234,10 @@ class Trainer:
         return {k: tokens[k].to(self.device) for k in ("input_ids", "attention_mask")}
 
     def _loss(self, batch: dict) -> torch.Tensor:
-        tokens = self._tokens(batch["captions"])
+        if self.train_tokens is not None:
+            tokens = self.processors.tokenizer.rows(self.train_tokens, batch["indices"])
+        else:
+            tokens = self._tokens(batch["captions"])
         pixels = batch["pixels"].to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             if self.config.itm:  # BLIP: the ITM loss reuses the vision tower's hidden states

@@ -17,13 +17,13 @@ import pytest
 from PIL import Image
 
 from fashion_retrieval import FashionEmbeddingModel
-from fashion_retrieval.errors import CheckpointError, UnsupportedFeatureError
+from fashion_retrieval.errors import CheckpointError, FashionRetrievalError, UnsupportedFeatureError
 from fashion_retrieval.model.backends import Calibration, export
 from fashion_retrieval.model.backends.exported import ExportManifest
 from fashion_retrieval.model.loading import load_model
 from fashion_retrieval.model.tiny_families import build_tiny
 from tests.conftest import CAPTIONS
-from tests.helpers import force_backend_speeds
+from tests.helpers import SPLIT_SPEEDS, force_backend_speeds
 
 NEEDS_OPEN_CLIP = pytest.mark.skipif(importlib.util.find_spec("open_clip") is None, reason="runs in .venv-open-clip")
 FAMILIES = [
@@ -184,7 +184,7 @@ def test_openvino_precision_follows_the_cpus_bf16_units(units, bases, monkeypatc
     assert tried[0] == ("bf16" if units else "fp32") and "int8" not in tried  # no int8 without a calibration
 
 
-def test_auto_keeps_the_fastest_passing_backend_per_tower_and_caches_the_choice(bases, monkeypatch, tmp_path, caplog):
+def test_auto_keeps_the_fewest_seconds_per_item_and_caches_the_choice(bases, monkeypatch, tmp_path, caplog):
     from fashion_retrieval.model.backends import choice
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -192,16 +192,31 @@ def test_auto_keeps_the_fastest_passing_backend_per_tower_and_caches_the_choice(
     encoder = FashionEmbeddingModel(None, bases("blip"), device="cpu", backend="auto")
     record = json.loads((tmp_path / "fashion_retrieval" / "backend.json").read_text())
     (decision,) = record.values()
-    timed = {b: f for b, f in decision["figures"].items() if "error" not in f}
+    timed = {b: f for b, f in decision["figures"].items() if "error" not in f and b != "apart"}
     assert set(timed) == set(choice.CANDIDATES)
-    fastest = {rate: max(timed, key=lambda b: timed[b][rate]) for rate in ("images_per_second", "captions_per_second")}
-    assert decision["image"]["backend"] == fastest["images_per_second"]
-    assert decision["text"]["backend"] == fastest["captions_per_second"]
-    backends = {fastest["images_per_second"], fastest["captions_per_second"]}
-    assert encoder.backend == "/".join(fastest.values()) if len(backends) == 2 else encoder.backend in backends
+    single = min(timed, key=lambda b: timed[b]["seconds_per_item"])
+    apart = decision["figures"].get("apart")
+    by_tower = {rate: max(timed, key=lambda b: timed[b][rate]) for rate in ("images_per_second", "captions_per_second")}
+    assert (apart is not None) == (len(set(by_tower.values())) == 2)  # timed apart only where the towers differ
+    if apart is not None and apart["seconds_per_item"] < timed[single]["seconds_per_item"]:
+        assert (decision["image"]["backend"], decision["text"]["backend"]) == tuple(by_tower.values())
+        assert encoder.backend == "/".join(by_tower.values())
+    else:
+        assert decision["image"]["backend"] == decision["text"]["backend"] == single == encoder.backend
     assert any("backend auto: images on" in r.getMessage() for r in caplog.records)
     monkeypatch.setattr(choice, "_seconds_per_item", lambda encoder: pytest.fail("measured again"))
     assert FashionEmbeddingModel(None, bases("blip"), device="cpu", backend="auto").backend == encoder.backend
+
+
+def test_towers_run_apart_only_when_that_beats_one_backend_per_item(bases, monkeypatch, tmp_path):
+    """torch is fastest on images and OpenVINO on captions, but the pair taking turns measures slower per item
+    than torch alone (as two runtimes on the same cores can): auto keeps torch for both towers."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    force_backend_speeds(monkeypatch, {**SPLIT_SPEEDS, "torch/openvino": (9.0, 9.0)})
+    encoder = FashionEmbeddingModel(None, bases("blip"), device="cpu", backend="auto", dtype="fp32")
+    assert encoder.backend == "torch" and encoder.model is not None
+    (decision,) = json.loads((tmp_path / "fashion_retrieval" / "backend.json").read_text()).values()
+    assert decision["figures"]["apart"]["seconds_per_item"] > decision["figures"]["torch"]["seconds_per_item"]
 
 
 def test_auto_runs_each_tower_on_its_fastest_backend(bases, images, monkeypatch, tmp_path):
@@ -232,6 +247,8 @@ def test_bad_backend_requests_are_one_line_errors(bases):
         export.export_towers(load_model(bases("clip"), device="cpu", dtype="fp32"), "onnx", "bf16", "/tmp/x")
     with pytest.raises(CheckpointError, match="calibrated on your catalogue"):
         FashionEmbeddingModel(None, bases("clip"), device="cpu", backend="openvino", dtype="int8")
+    with pytest.raises(FashionRetrievalError, match=r"no backend could run this model \(torch: unknown dtype 'int8'"):
+        FashionEmbeddingModel(None, bases("clip"), device="cpu", backend="auto", dtype="int8")
     with pytest.raises(CheckpointError, match="--dtype fp16 on onnxruntime"):
         FashionEmbeddingModel(None, bases("clip"), device="cpu", backend="onnxruntime", dtype="fp16")
 

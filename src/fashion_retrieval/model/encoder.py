@@ -75,16 +75,9 @@ class FashionEmbeddingModel:
             self._init_exported(open_export(processor_path))
             return
         if backend == "auto":
-            choice = self._choose_backend(model_path, processor_path, device, lora_alpha, dtype, calibration)
+            choice = self._choose_backend(model_path, processor_path, device, lora_alpha, dtype, calibration, fast_cpu)
             if choice.split:
-                sides = [
-                    FashionEmbeddingModel(
-                        model_path, processor_path, "cpu", lora_alpha=lora_alpha, dtype=side_dtype,
-                        fast_cpu=fast_cpu, backend=side_backend, calibration=calibration,
-                    )
-                    for side_backend, side_dtype in (choice.image, choice.text)
-                ]  # fmt: skip
-                self._init_split(*sides)
+                self._init_split(*self._sides(choice, model_path, processor_path, lora_alpha, fast_cpu, calibration))
                 return
             backend, dtype = choice.image
         if backend == "torch":
@@ -99,8 +92,22 @@ class FashionEmbeddingModel:
         self._init_exported(exported)
 
     @staticmethod
-    def _choose_backend(model_path, processor_path, device, lora_alpha, dtype, calibration) -> BackendChoice:
-        """``backend="auto"``: torch off the CPU; on it, per tower the fastest candidate that keeps the rankings."""
+    def _sides(choice, model_path, processor_path, lora_alpha, fast_cpu, calibration) -> list[FashionEmbeddingModel]:
+        """The image tower's encoder and the text tower's, as ``choice`` runs them."""
+        return [
+            FashionEmbeddingModel(
+                model_path, processor_path, "cpu", lora_alpha=lora_alpha, dtype=side_dtype, fast_cpu=fast_cpu,
+                backend=side_backend, calibration=calibration,
+            )
+            for side_backend, side_dtype in (choice.image, choice.text)
+        ]  # fmt: skip
+
+    @classmethod
+    def _choose_backend(
+        cls, model_path, processor_path, device, lora_alpha, dtype, calibration, fast_cpu
+    ) -> BackendChoice:
+        """``backend="auto"``: torch off the CPU; on it, the candidate (or pair of candidates, one per tower) that
+        takes the fewest seconds per image and caption while keeping the rankings."""
         if resolve_device(device).type != "cpu":
             log.info("backend auto: torch (exported towers run on the CPU; this model runs on %s)", device)
             return BackendChoice(("torch", dtype), ("torch", dtype))
@@ -109,17 +116,17 @@ class FashionEmbeddingModel:
 
         def candidate(backend: str) -> FashionEmbeddingModel:
             return FashionEmbeddingModel(
-                model_path,
-                processor_path,
-                "cpu",
-                lora_alpha=lora_alpha,
-                dtype=dtype,
-                backend=backend,
-                calibration=calibration,
-            )
+                model_path, processor_path, "cpu", lora_alpha=lora_alpha, dtype=dtype, fast_cpu=fast_cpu,
+                backend=backend, calibration=calibration,
+            )  # fmt: skip
+
+        def apart(choice: BackendChoice) -> FashionEmbeddingModel:
+            encoder = cls.__new__(cls)
+            encoder._init_split(*cls._sides(choice, model_path, processor_path, lora_alpha, fast_cpu, calibration))
+            return encoder
 
         identity_key = describe_model(processor_path, model_path, lora_alpha=lora_alpha).identity.key
-        return choose_backend(identity_key, candidate, dtype=dtype or "auto", calibration=calibration)
+        return choose_backend(identity_key, candidate, apart, dtype=dtype or "auto", calibration=calibration)
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel, *, fast_cpu: bool = True) -> FashionEmbeddingModel:
@@ -222,15 +229,16 @@ class FashionEmbeddingModel:
 
     @property
     def can_pause(self) -> bool:
-        """Whether ``pausable`` has points to pause at (a torch model; not exported towers)."""
-        return self.model is not None
+        """Whether ``pausable`` has points to pause an image forward at (the long one: a torch image tower; not
+        an exported one)."""
+        return self._image_side.model is not None
 
     @contextlib.contextmanager
     def pausable(self, callback: Callable[[], None]) -> Iterator[bool]:
         """Within the block, the model's forwards call ``callback()`` between their layers (same thread; see
         ``model/pause_points.py``): a long forward can let short, urgent work run first. Yields whether it can
         (exported towers run in one runtime call: no points, the block runs as it is)."""
-        if self.model is None:
+        if not self.can_pause:
             yield False
             return
         with pause_points(self.model, callback) as points:

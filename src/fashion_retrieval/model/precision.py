@@ -56,20 +56,20 @@ class Precision:
 
     @classmethod
     def per_tower(cls, image: Precision, text: Precision, reason: str) -> Precision:
-        """The record of towers run apart: ``backend`` and ``compute`` name both (image/text); the parity passes
-        when each side is the torch fp32 reference or passed its own check."""
+        """The record of towers run apart: ``backend`` and ``compute`` name both (image/text), ``dtype`` is what
+        the image tower is fed; the parity passes when each side is the torch fp32 reference or passed its own
+        check (each side's figures are under ``towers``)."""
 
         def verified(side: Precision) -> bool:
             reference = side.backend == "torch" and side.dtype == torch.float32 and side.compute is None
             return reference or bool((side.parity or {}).get("passed"))
 
-        sides = [side.parity for side in (image, text) if side.parity]
+        passed = [side.parity for side in (image, text) if (side.parity or {}).get("passed")]
         parity = {"passed": verified(image) and verified(text)}
-        if sides:
-            parity["min_cosine"] = min(side.get("min_cosine", 1.0) for side in sides)
-        torch_side = image if image.backend == "torch" else text
+        if passed:
+            parity["min_cosine"] = min(side.get("min_cosine", 1.0) for side in passed)
         return cls(
-            torch_side.dtype if torch_side.backend == "torch" else torch.float32,
+            image.dtype,
             reason,
             parity,
             backend=f"{image.backend}/{text.backend}",

@@ -23,7 +23,7 @@ def itm_scores(encoder, text: str, images: Sequence[ImageInput], batch_size: int
         logits = model(
             input_ids=tokens["input_ids"].expand(n, -1).to(encoder.device),
             attention_mask=tokens["attention_mask"].expand(n, -1).to(encoder.device),
-            pixel_values=pixels.to(encoder.device, dtype=encoder.dtype),
+            pixel_values=pixels.to(encoder.device, dtype=next(model.parameters()).dtype),  # the torch model's own
             use_itm_head=True,
         ).itm_score
         out.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy())

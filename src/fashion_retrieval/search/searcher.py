@@ -29,6 +29,12 @@ def _inline(function, *args):
     return function(*args)
 
 
+def _backend_option(backend: str) -> str:
+    """The ``--backend`` that gives vectors of a recorded backend ("torch/openvino": the towers run apart by
+    auto)."""
+    return "auto" if "/" in backend else backend
+
+
 def _reference_or_verified(record: dict) -> bool:
     """torch fp32 vectors (the reference), or vectors whose parity probe against it passed."""
     reference = record.get("dtype") == "float32" and record.get("backend", "torch") == "torch"
@@ -53,7 +59,7 @@ def ensure_comparable_precision(stored: dict | None, query: dict, what: str) -> 
         f"{what} holds {name(stored)} vectors and the query model runs in {name(query)}, and no parity check "
         "showed that this model ranks alike in both: pass --dtype "
         f"{'fp32' if stored.get('dtype') == 'float32' else 'auto'}"
-        + (f" --backend {stored_backend}" if stored_backend != query.get("backend", "torch") else "")
+        + (f" --backend {_backend_option(stored_backend)}" if stored_backend != query.get("backend", "torch") else "")
         + f", or re-embed in {query.get('dtype')}"
     )
 

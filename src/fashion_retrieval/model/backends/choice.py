@@ -2,11 +2,13 @@
 
 Each candidate (torch at its own automatic dtype; OpenVINO and ONNX Runtime at the lowest precision whose export
 passes its parity check, int8 only with a calibration sample) is built once and timed on the fixed probe (a
-few images at the model's input size and a few captions, after a warm-up pass). Each tower goes to the
-candidate that runs it fastest: the towers are separate graphs, and the fastest runtime often differs between
-them (measured on an AMX CPU: torch bf16 for 384-px images, OpenVINO bf16 for captions). The decision, with every
-candidate's figures, is cached per model, CPU and library versions (``~/.cache/fashion_retrieval/backend.json``)
-and logged with its reason. On a GPU, torch.
+few images at the model's input size and a few captions, in turn as ``embed`` runs them, after a warm-up pass):
+seconds per item = 1 / images/s + 1 / captions/s. Where one candidate is fastest on images and another on
+captions, the two towers run apart are timed too, the same way (two runtimes taking turns on the same cores slow
+each other: measured on an AMX CPU, +1-5% on images and +7-12% on captions), and kept only if they beat the best
+single candidate per item. The decision, with every candidate's figures, is cached per model, CPU, library
+versions and ``FASHION_RETRIEVAL_DTYPE`` (``~/.cache/fashion_retrieval/backend.json``; processes that start
+together wait for the first one's) and logged with its reason. On a GPU, torch.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +25,10 @@ from typing import Any
 import torch
 
 from fashion_retrieval.errors import FashionRetrievalError
+from fashion_retrieval.files import FolderLock
 from fashion_retrieval.model.backends.export import Calibration
-from fashion_retrieval.model.precision import cached, cpu_bf16_units, probe_inputs, remember
+from fashion_retrieval.model.families import FamilyProcessor
+from fashion_retrieval.model.precision import DTYPE_ENV, cache_path, cached, cpu_bf16_units, probe_inputs, remember
 
 log = logging.getLogger(__name__)
 
@@ -34,26 +39,30 @@ DTYPE_OF = {"float32": "fp32", "bfloat16": "bf16", "int8": "int8", "float16": "f
 
 
 def _seconds_per_item(encoder: Any) -> dict:
-    """The encoder's bare forward on the probe: images/s and captions/s (best of ``PASSES`` after a warm-up)."""
-    pixels, tokens = probe_inputs(encoder.loaded.processors if encoder.loaded else encoder.exported.processors)
-
-    def best(run: Callable[[], object], items: int) -> float:
-        run()  # warm-up: kernels chosen, fast paths checked
-        rates = []
-        for _ in range(PASSES):
-            start = time.perf_counter()
-            run()
-            rates.append(items / (time.perf_counter() - start))
-        return max(rates)
-
-    images = best(lambda: encoder.encode_pixels(pixels), len(pixels))
+    """The encoder's bare forwards on the probe, an image batch then a caption batch in turn: images/s and
+    captions/s (the best of ``PASSES`` after a warm-up pass)."""
+    pixels, tokens = probe_inputs(FamilyProcessor(encoder.text_tokenizer, encoder.preprocess))
     rows = int(tokens["input_ids"].shape[0])
-    captions = best(lambda: encoder.encode_tokens(tokens["input_ids"], tokens["attention_mask"]), rows)
+
+    def seconds(run: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        run()
+        return time.perf_counter() - start
+
+    def images() -> None:
+        encoder.encode_pixels(pixels)
+
+    def captions() -> None:
+        encoder.encode_tokens(tokens["input_ids"], tokens["attention_mask"])
+
+    images(), captions()  # warm-up: kernels chosen, fast paths checked
+    image_seconds, caption_seconds = zip(*((seconds(images), seconds(captions)) for _ in range(PASSES)), strict=True)
+    images_per_second, captions_per_second = len(pixels) / min(image_seconds), rows / min(caption_seconds)
     return {
         "precision": encoder.precision.name,
-        "images_per_second": round(images, 3),
-        "captions_per_second": round(captions, 3),
-        "seconds_per_item": round(1 / images + 1 / captions, 5),
+        "images_per_second": round(images_per_second, 3),
+        "captions_per_second": round(captions_per_second, 3),
+        "seconds_per_item": round(1 / images_per_second + 1 / captions_per_second, 5),
     }
 
 
@@ -82,64 +91,87 @@ def _key(identity_key: str, dtype: str, calibration: Calibration | None) -> str:
     if calibration is not None:
         sample = hashlib.sha256(json.dumps([list(calibration.images), list(calibration.captions)]).encode())
         sample = sample.hexdigest()[:8]
-    return f"{identity_key}|{dtype}|{cpu_bf16_units()}|{'/'.join(versions)}|{sample}|per-tower"
+    forced = os.environ.get(DTYPE_ENV, "")  # e.g. FASHION_RETRIEVAL_DTYPE=fp32 changes every candidate's precision
+    return f"{identity_key}|{dtype}|{forced}|{cpu_bf16_units()}|{'/'.join(versions)}|{sample}|per-tower"
 
 
-def _fastest(usable: dict[str, dict], rate: str, dtype: str) -> dict:
-    best = max(usable, key=lambda b: usable[b][rate])
-    chosen_dtype = dtype if best == "torch" else DTYPE_OF.get(usable[best]["precision"], dtype)
-    return {"backend": best, "dtype": chosen_dtype}
+def _entry(backend: str, figures: dict, dtype: str) -> dict:
+    """How to build ``backend`` again at the precision it was timed in."""
+    return {"backend": backend, "dtype": dtype if backend == "torch" else DTYPE_OF.get(figures["precision"], dtype)}
 
 
-def _describe(tower: str, record: dict, figures: dict, rate: str) -> str:
-    chosen = figures[record["backend"]]
-    return f"{tower} on {record['backend']} {chosen['precision']} ({1000 / chosen[rate]:.3g} ms each)"
+def _measure(make_encoder: Callable[[str], Any], make_split: Callable[[BackendChoice], Any], dtype: str) -> dict:
+    """Time every candidate (and the towers run apart, where two candidates share the fastest towers); the
+    record ``choose_backend`` caches."""
+    figures: dict[str, dict] = {}
+    for backend in CANDIDATES:
+        try:
+            encoder = make_encoder(backend)
+        except (FashionRetrievalError, ImportError, RuntimeError, ValueError) as exc:
+            figures[backend] = {"error": str(exc).splitlines()[0][:300]}
+            log.info("backend auto: %s is out (%s)", backend, figures[backend]["error"])
+            continue
+        figures[backend] = _seconds_per_item(encoder)
+        del encoder
+    usable = {b: f for b, f in figures.items() if "error" not in f}
+    if not usable:
+        reasons = "; ".join(f"{b}: {f['error']}" for b, f in figures.items())
+        raise FashionRetrievalError(f"no backend could run this model ({reasons})")
+    single = min(usable, key=lambda b: usable[b]["seconds_per_item"])
+    record = {"image": _entry(single, usable[single], dtype), "text": _entry(single, usable[single], dtype)}
+    image = max(usable, key=lambda b: usable[b]["images_per_second"])
+    text = max(usable, key=lambda b: usable[b]["captions_per_second"])
+    if image != text:
+        apart = {"image": _entry(image, usable[image], dtype), "text": _entry(text, usable[text], dtype)}
+        choice = BackendChoice(tuple(apart["image"].values()), tuple(apart["text"].values()))
+        try:
+            encoder = make_split(choice)
+        except (FashionRetrievalError, ImportError, RuntimeError, ValueError) as exc:
+            figures["apart"] = {"error": str(exc).splitlines()[0][:300]}
+        else:
+            figures["apart"] = {**_seconds_per_item(encoder), "image": image, "text": text}
+            del encoder
+            if figures["apart"]["seconds_per_item"] < usable[single]["seconds_per_item"]:
+                record = apart
+    return {**record, "figures": figures}
+
+
+def _describe(tower: str, entry: dict, figures: dict) -> str:
+    return f"{tower} on {entry['backend']} {figures[entry['backend']]['precision']}"
 
 
 def choose_backend(
     identity_key: str,
     make_encoder: Callable[[str], Any],
+    make_split: Callable[[BackendChoice], Any],
     *,
     dtype: str = "auto",
     calibration: Calibration | None = None,
 ) -> BackendChoice:
     """What ``auto`` runs each tower on: ``make_encoder(backend)`` builds each candidate at ``dtype`` (auto: its
-    own automatic precision). torch keeps ``dtype`` (its own choice repeats); an exported backend gets the
-    precision that passed, which its cached export holds."""
+    own automatic precision), ``make_split(choice)`` the towers run apart. torch keeps ``dtype`` (its own choice
+    repeats); an exported backend gets the precision that passed, which its cached export holds."""
     key = _key(identity_key, dtype, calibration)
     record = cached(key, "backend")
     if record is None:
-        figures: dict[str, dict] = {}
-        for backend in CANDIDATES:
-            try:
-                encoder = make_encoder(backend)
-            except (FashionRetrievalError, ImportError, RuntimeError) as exc:
-                figures[backend] = {"error": str(exc).splitlines()[0][:300]}
-                log.info("backend auto: %s is out (%s)", backend, figures[backend]["error"])
-                continue
-            figures[backend] = _seconds_per_item(encoder)
-            del encoder
-        usable = {b: f for b, f in figures.items() if "error" not in f}
-        if not usable:
-            raise FashionRetrievalError(f"no backend could run this model: {figures}")
-        record = {
-            "image": _fastest(usable, "images_per_second", dtype),
-            "text": _fastest(usable, "captions_per_second", dtype),
-            "figures": figures,
-        }
-        remember(key, record, "backend")
+        lock = cache_path("backend").parent / "backend-choice"
+        with FolderLock(lock, "backend choice", wait=3600):  # actors starting together: one measures
+            record = cached(key, "backend")
+            if record is None:
+                record = _measure(make_encoder, make_split, dtype)
+                remember(key, record, "backend")
     figures = record["figures"]
-    others = ", ".join(
+    timed = ", ".join(
         f"{b} {f['precision']} {1000 / f['images_per_second']:.3g} / {1000 / f['captions_per_second']:.3g} ms"
         for b, f in figures.items()
         if "error" not in f
     )
     log.info(
-        "backend auto: %s, %s: the fastest of the candidates that keep the rankings on this machine's probe "
-        "(image / caption: %s)",
-        _describe("images", record["image"], figures, "images_per_second"),
-        _describe("captions", record["text"], figures, "captions_per_second"),
-        others,
+        "backend auto: %s, %s: the fewest seconds per image and caption among the candidates that keep the "
+        "rankings on this machine's probe (per image / per caption: %s)",
+        _describe("images", record["image"], figures),
+        _describe("captions", record["text"], figures),
+        timed,
     )
     return BackendChoice(
         (record["image"]["backend"], record["image"]["dtype"]), (record["text"]["backend"], record["text"]["dtype"])

@@ -71,6 +71,13 @@ def describe_identity(record: Mapping) -> str:
     )
 
 
+def reference_or_verified(precision: Mapping) -> bool:
+    """Whether a precision record (the model layer's ``Precision.to_dict``) is torch fp32, the reference, or passed
+    a parity probe against it: vectors of two such records may be queried together."""
+    reference = precision.get("dtype") == "float32" and precision.get("backend", "torch") == "torch"
+    return reference or bool((precision.get("parity") or {}).get("passed"))
+
+
 def ensure_same_model(expected: ModelIdentity | Mapping, actual: ModelIdentity | Mapping, what: str) -> None:
     """Refuse to mix vectors of two models; both identities go into the message."""
     exp = expected.to_dict() if isinstance(expected, ModelIdentity) else dict(expected)
@@ -83,4 +90,12 @@ def ensure_same_model(expected: ModelIdentity | Mapping, actual: ModelIdentity |
         )
 
 
-__all__ = ["COMPARED", "DEFAULT_FAMILY", "ModelIdentity", "describe_identity", "ensure_same_model", "identity_key"]
+__all__ = [
+    "COMPARED",
+    "DEFAULT_FAMILY",
+    "ModelIdentity",
+    "describe_identity",
+    "ensure_same_model",
+    "identity_key",
+    "reference_or_verified",
+]

@@ -24,6 +24,7 @@ from fashion_retrieval.model.backends import (
     open_export,
     requested_backend,
 )
+from fashion_retrieval.model.families import FamilyProcessor
 from fashion_retrieval.model.features import CheckedFastPath
 from fashion_retrieval.model.loading import LoadedModel, load_model, resolve_device
 from fashion_retrieval.model.packed_linear import pack_linears
@@ -75,9 +76,10 @@ class FashionEmbeddingModel:
             self._init_exported(open_export(processor_path))
             return
         if backend == "auto":
-            choice = self._choose_backend(model_path, processor_path, device, lora_alpha, dtype, calibration, fast_cpu)
+            build = self._builder(model_path, processor_path, lora_alpha, fast_cpu, calibration)
+            choice = self._choose_backend(model_path, processor_path, device, lora_alpha, dtype, calibration, build)
             if choice.split:
-                self._init_split(*self._sides(choice, model_path, processor_path, lora_alpha, fast_cpu, calibration))
+                self._init_split(build(*choice.image), build(*choice.text))
                 return
             backend, dtype = choice.image
         if backend == "torch":
@@ -92,19 +94,22 @@ class FashionEmbeddingModel:
         self._init_exported(exported)
 
     @staticmethod
-    def _sides(choice, model_path, processor_path, lora_alpha, fast_cpu, calibration) -> list[FashionEmbeddingModel]:
-        """The image tower's encoder and the text tower's, as ``choice`` runs them."""
-        return [
-            FashionEmbeddingModel(
-                model_path, processor_path, "cpu", lora_alpha=lora_alpha, dtype=side_dtype, fast_cpu=fast_cpu,
-                backend=side_backend, calibration=calibration,
-            )
-            for side_backend, side_dtype in (choice.image, choice.text)
-        ]  # fmt: skip
+    def _builder(
+        model_path, processor_path, lora_alpha, fast_cpu, calibration
+    ) -> Callable[[str, str], FashionEmbeddingModel]:
+        """(backend, dtype) -> this model on the CPU on that backend: ``auto``'s candidates and towers."""
+
+        def build(backend: str, dtype: str) -> FashionEmbeddingModel:
+            return FashionEmbeddingModel(
+                model_path, processor_path, "cpu", lora_alpha=lora_alpha, dtype=dtype, fast_cpu=fast_cpu,
+                backend=backend, calibration=calibration,
+            )  # fmt: skip
+
+        return build
 
     @classmethod
     def _choose_backend(
-        cls, model_path, processor_path, device, lora_alpha, dtype, calibration, fast_cpu
+        cls, model_path, processor_path, device, lora_alpha, dtype, calibration, build
     ) -> BackendChoice:
         """``backend="auto"``: torch off the CPU; on it, the candidate (or pair of candidates, one per tower) that
         takes the fewest seconds per image and caption while keeping the rankings."""
@@ -114,16 +119,13 @@ class FashionEmbeddingModel:
         from fashion_retrieval.model.backends.choice import choose_backend
         from fashion_retrieval.model.loading import describe_model
 
-        def candidate(backend: str) -> FashionEmbeddingModel:
-            return FashionEmbeddingModel(
-                model_path, processor_path, "cpu", lora_alpha=lora_alpha, dtype=dtype, fast_cpu=fast_cpu,
-                backend=backend, calibration=calibration,
-            )  # fmt: skip
-
         def apart(choice: BackendChoice) -> FashionEmbeddingModel:
             encoder = cls.__new__(cls)
-            encoder._init_split(*cls._sides(choice, model_path, processor_path, lora_alpha, fast_cpu, calibration))
+            encoder._init_split(build(*choice.image), build(*choice.text))
             return encoder
+
+        def candidate(backend: str) -> FashionEmbeddingModel:
+            return build(backend, dtype)  # each candidate at the requested dtype (auto: its own choice)
 
         identity_key = describe_model(processor_path, model_path, lora_alpha=lora_alpha).identity.key
         return choose_backend(identity_key, candidate, apart, dtype=dtype or "auto", calibration=calibration)
@@ -139,10 +141,8 @@ class FashionEmbeddingModel:
         ``image_side``, captions to ``text_side``; the torch side, if any, provides ``model`` (matching head,
         pause points)."""
         torch_side = image_side if image_side.model is not None else text_side
-        self.family, self.identity, self.device = image_side.family, image_side.identity, _CPU
-        self.text_tokenizer, self.preprocess = text_side.text_tokenizer, image_side.preprocess
-        self._normalize = None
-        self.max_text_length = self.text_tokenizer.max_length
+        processors = FamilyProcessor(text_side.text_tokenizer, image_side.preprocess)
+        self._init_common(image_side.family, processors, image_side.identity, _CPU)
         self.loaded, self.exported = torch_side.loaded, None
         self.model, self.processor = torch_side.model, torch_side.processor
         self.packed_layers = torch_side.packed_layers

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fashion_retrieval.identity import reference_or_verified
+
 log = logging.getLogger(__name__)
 
 PARITY_COSINE = 0.998
@@ -60,12 +62,8 @@ class Precision:
         the image tower is fed; the parity passes when each side is the torch fp32 reference or passed its own
         check (each side's figures are under ``towers``)."""
 
-        def verified(side: Precision) -> bool:
-            reference = side.backend == "torch" and side.dtype == torch.float32 and side.compute is None
-            return reference or bool((side.parity or {}).get("passed"))
-
         passed = [side.parity for side in (image, text) if (side.parity or {}).get("passed")]
-        parity = {"passed": verified(image) and verified(text)}
+        parity = {"passed": reference_or_verified(image.to_dict()) and reference_or_verified(text.to_dict())}
         if passed:
             parity["min_cosine"] = min(side.get("min_cosine", 1.0) for side in passed)
         return cls(

@@ -13,7 +13,7 @@ import numpy as np
 
 from fashion_retrieval.data.images import API_MAX_PIXELS, ImageInput, open_image
 from fashion_retrieval.errors import FashionRetrievalError, ModelMismatchError, QueryError, UnsupportedFeatureError
-from fashion_retrieval.identity import ModelIdentity, ensure_same_model
+from fashion_retrieval.identity import ModelIdentity, ensure_same_model, reference_or_verified
 from fashion_retrieval.ranking import top_k_indices
 from fashion_retrieval.search.base import Against, Query, SearchResponse, rescored
 from fashion_retrieval.search.caption_edit import CaptionEditor
@@ -35,19 +35,13 @@ def _backend_option(backend: str) -> str:
     return "auto" if "/" in backend else backend
 
 
-def _reference_or_verified(record: dict) -> bool:
-    """torch fp32 vectors (the reference), or vectors whose parity probe against it passed."""
-    reference = record.get("dtype") == "float32" and record.get("backend", "torch") == "torch"
-    return reference or bool((record.get("parity") or {}).get("passed"))
-
-
 def ensure_comparable_precision(stored: dict | None, query: dict, what: str) -> None:
     """Vectors computed in one precision (or on one backend) may be queried by another only where a parity probe
     showed that each keeps this model's rankings against torch fp32 (recorded by the choice on either side)."""
     if not stored:
         return
     same = stored.get("dtype") == query.get("dtype") and stored.get("backend", "torch") == query.get("backend", "torch")
-    if same or (_reference_or_verified(stored) and _reference_or_verified(query)):
+    if same or (reference_or_verified(stored) and reference_or_verified(query)):
         return
 
     def name(record: dict) -> str:

@@ -80,6 +80,11 @@ class BackendChoice:
     def split(self) -> bool:
         return self.image != self.text
 
+    @classmethod
+    def of(cls, record: dict) -> BackendChoice:
+        """From a decision's ``image`` and ``text`` entries (``{"backend": ..., "dtype": ...}``)."""
+        return cls(*((record[tower]["backend"], record[tower]["dtype"]) for tower in ("image", "text")))
+
 
 def _key(identity_key: str, dtype: str, calibration: Calibration | None) -> str:
     import importlib.metadata
@@ -103,19 +108,25 @@ def _entry(backend: str, figures: dict, dtype: str) -> dict:
     return {"backend": backend, "dtype": dtype if backend == "torch" else DTYPE_OF.get(figures["precision"], dtype)}
 
 
+def _built(make: Callable[[], Any], figures: dict, name: str) -> Any | None:
+    """``make()``, or None with the one-line reason it failed under ``figures[name]``."""
+    try:
+        return make()
+    except (FashionRetrievalError, ImportError, RuntimeError, ValueError) as exc:
+        figures[name] = {"error": str(exc).splitlines()[0][:300]}
+        log.info("backend auto: %s is out (%s)", name, figures[name]["error"])
+        return None
+
+
 def _measure(make_encoder: Callable[[str], Any], make_split: Callable[[BackendChoice], Any], dtype: str) -> dict:
     """Time every candidate (and the towers run apart, where two candidates share the fastest towers); the
     record ``choose_backend`` caches."""
     figures: dict[str, dict] = {}
     for backend in CANDIDATES:
-        try:
-            encoder = make_encoder(backend)
-        except (FashionRetrievalError, ImportError, RuntimeError, ValueError) as exc:
-            figures[backend] = {"error": str(exc).splitlines()[0][:300]}
-            log.info("backend auto: %s is out (%s)", backend, figures[backend]["error"])
-            continue
-        figures[backend] = _seconds_per_item(encoder)
-        del encoder
+        encoder = _built(lambda backend=backend: make_encoder(backend), figures, backend)
+        if encoder is not None:
+            figures[backend] = _seconds_per_item(encoder)
+            del encoder
     usable = {b: f for b, f in figures.items() if "error" not in f}
     if not usable:
         reasons = "; ".join(f"{b}: {f['error']}" for b, f in figures.items())
@@ -126,12 +137,8 @@ def _measure(make_encoder: Callable[[str], Any], make_split: Callable[[BackendCh
     text = max(usable, key=lambda b: usable[b]["captions_per_second"])
     if image != text:
         apart = {"image": _entry(image, usable[image], dtype), "text": _entry(text, usable[text], dtype)}
-        choice = BackendChoice(tuple(apart["image"].values()), tuple(apart["text"].values()))
-        try:
-            encoder = make_split(choice)
-        except (FashionRetrievalError, ImportError, RuntimeError, ValueError) as exc:
-            figures["apart"] = {"error": str(exc).splitlines()[0][:300]}
-        else:
+        encoder = _built(lambda: make_split(BackendChoice.of(apart)), figures, "apart")
+        if encoder is not None:
             figures["apart"] = {**_seconds_per_item(encoder), "image": image, "text": text}
             del encoder
             if figures["apart"]["seconds_per_item"] < (1 - SPLIT_MARGIN) * usable[single]["seconds_per_item"]:
@@ -176,9 +183,7 @@ def choose_backend(
         _describe("captions", record["text"], figures),
         timed,
     )
-    return BackendChoice(
-        (record["image"]["backend"], record["image"]["dtype"]), (record["text"]["backend"], record["text"]["dtype"])
-    )
+    return BackendChoice.of(record)
 
 
 __all__ = ["CANDIDATES", "BackendChoice", "choose_backend"]

@@ -33,7 +33,7 @@ class ServeConfig:
     api_key: str | None = None
     admin_key: str | None = None  # writes (items) need it; without one they are off (403)
     cors_origin: str | None = None
-    # batching and the queue (None: the device's defaults, see serve/engine.py)
+    # batching and the queue (None: the device's defaults, see serve/engine_settings.py)
     max_batch: int | None = None
     max_image_batch: int | None = None
     max_wait_ms: float | None = None

@@ -8,11 +8,9 @@ import pytest
 from fashion_retrieval.demo import EXAMPLES, example_searches
 
 # The demo's model is trained from a fixed seed, but not to the same bits on every machine: thread count and the
-# CPU's instruction set change the rounding, and one example sits near a margin ("a blue shirt with striped
-# patterns" against blue hoodies: 15 of 15 results right with one torch thread or AVX2 kernels, 13 of 15 with
-# `fashion-retrieval demo` on 2 threads of an AVX512-BF16 CPU). Every example must still find what it asks for,
-# and nearly every result must match; the figures of each run are in the failure message.
-MIN_RIGHT = 13
+# CPU's instruction set change the rounding. The recipe (demo.py) was chosen with a margin for that: the last right
+# result outscores the first wrong one by at least 0.10 in cosine with one or two threads or AVX2 kernels (0.05 and
+# 0.07 on two other catalogue seeds).
 
 
 @pytest.mark.slow
@@ -27,6 +25,4 @@ def test_every_printed_example_finds_what_it_asks_for(trained_demo):
         e["query"]: [(h["matches"], h["gender"], h["garment"], h["color"]) for h in e["results"]] for e in examples
     }
     assert all(len(e["results"]) == 3 for e in examples), report
-    assert all(any(h["matches"] for h in e["results"]) for e in examples), report
-    right = sum(h["matches"] for e in examples for h in e["results"])
-    assert right >= MIN_RIGHT, (right, report)
+    assert all(h["matches"] for e in examples for h in e["results"]), report

@@ -212,7 +212,9 @@ def run_server(config) -> None:
 def demo(
     workdir: Annotated[str, typer.Option(help="Where everything goes (reused by a second run).")] = "demo_workdir",
     n: Annotated[int, typer.Option("--n", help="Catalogue size.")] = 2000,
-    train_epochs: Annotated[int, typer.Option(help="Training epochs (the demo's recipe: 160).")] = 160,
+    train_epochs: Annotated[
+        int | None, typer.Option(help="Training epochs (default: the demo's recipe, demo.TRAIN_EPOCHS).")
+    ] = None,
     train_seconds: Annotated[
         float | None, typer.Option(help="Cap training at this many seconds (the model then depends on the machine).")
     ] = None,
@@ -223,9 +225,8 @@ def demo(
     """Offline end to end: make a catalogue, train a tiny BLIP, embed, index, evaluate, then serve the page."""
     from fashion_retrieval.demo import DemoConfig, example_searches, run_demo
 
-    config = DemoConfig(
-        workdir=workdir, n=n, train_epochs=train_epochs, train_seconds=train_seconds, serve=not no_serve, port=port
-    )
+    recipe = {"train_epochs": train_epochs} if train_epochs is not None else {}
+    config = DemoConfig(workdir=workdir, n=n, train_seconds=train_seconds, serve=not no_serve, port=port, **recipe)
     summary = run_demo(config, progress=not as_json)
     if as_json:
         print_json(summary)

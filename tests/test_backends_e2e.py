@@ -62,6 +62,7 @@ def test_embed_on_openvino_writes_the_same_folder_and_passes_eval(catalog, tiny_
     assert again.exit_code == 2 and "another --backend" in again.output  # a run resumes on the backend it began on
 
 
+@pytest.mark.xdist_group("ray")  # with the other Ray tests (tests/pipeline/test_ray_engine.py)
 def test_ray_engine_on_openvino_equals_in_process(catalog, tiny_base, tmp_path):
     pytest.importorskip("ray")
     from fashion_retrieval.pipeline.embed import embed_catalog

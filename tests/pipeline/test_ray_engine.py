@@ -30,6 +30,9 @@ pytest.importorskip("ray.data")
 
 from fashion_retrieval.pipeline.ray_cluster import plan_resources  # noqa: E402
 
+# Every Ray test on one worker: one local Ray instance at a time on the machine, started once for the in-process
+# tests (a second instance beside it only slows both)
+pytestmark = pytest.mark.xdist_group("ray")
 ACTOR_TITLE = "MapWorker(MapBatches(EncodeActor))"  # how Ray titles an encoder actor's process
 BIG = 120
 

@@ -17,7 +17,7 @@ from tests.helpers import ServedIndex
 from tests.serve.writes import ADMIN, ADMIN_HEADERS, NDJSON, form, item_image, results, upsert_line
 from tests.store.conftest import milvus_server  # noqa: F401
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("items_server")]  # one worker starts the servers
 
 
 @pytest.fixture(scope="module")

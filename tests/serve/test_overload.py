@@ -25,7 +25,7 @@ from fashion_retrieval.model.tiny import build_tiny_blip
 from fashion_retrieval.pipeline.embed import embed_catalog
 from tests.helpers import ServedIndex
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("overload")]  # one worker starts the servers
 QUEUE, DEADLINE, HEADER_TIMEOUT = 4, 4.0, 1.0
 
 

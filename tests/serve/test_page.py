@@ -29,7 +29,7 @@ FLAGS = [
     "--disable-quic",
 ]
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("page")]  # one worker starts the servers
 
 
 def launch_chromium(playwright):

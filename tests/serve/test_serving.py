@@ -23,7 +23,7 @@ from fashion_retrieval.model.tiny import build_tiny_blip
 from fashion_retrieval.pipeline.embed import embed_catalog
 from tests.helpers import ServedIndex, free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]  # one worker starts the servers
 
 
 def _jpeg(size=(300, 400), color=(200, 40, 40)) -> bytes:

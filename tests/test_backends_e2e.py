@@ -1,6 +1,7 @@
 """The exported backends through the commands users run: `embed --backend openvino` writes the same folder as
-torch (same layout and ids, vectors within the fp32 parity bound) and passes `eval`; the Ray engine runs it too;
-a server on an export answers and says which backend it runs; a store made by torch is queried by OpenVINO."""
+torch (same layout and ids, vectors within the fp32 parity bound) and passes `eval`; a server on an export answers
+and says which backend it runs; a store made by torch is queried by OpenVINO. (The Ray engine on an export:
+tests/pipeline/test_ray_engine.py.)"""
 
 from __future__ import annotations
 
@@ -60,27 +61,6 @@ def test_embed_on_openvino_writes_the_same_folder_and_passes_eval(catalog, tiny_
     )
     again = CliRunner().invoke(app, [*args, "--backend", "onnxruntime"])
     assert again.exit_code == 2 and "another --backend" in again.output  # a run resumes on the backend it began on
-
-
-@pytest.mark.xdist_group("ray")  # with the other Ray tests (tests/pipeline/test_ray_engine.py)
-def test_ray_engine_on_openvino_equals_in_process(catalog, tiny_base, tmp_path):
-    pytest.importorskip("ray")
-    from fashion_retrieval.pipeline.embed import embed_catalog
-    from tests.helpers import embed_config
-
-    local = embed_catalog(embed_config(catalog, tiny_base, tmp_path / "local", text_batch_size=8), progress=False)
-    config = embed_config(catalog, tiny_base, tmp_path / "ray", engine="ray", text_batch_size=8)
-    from dataclasses import replace
-
-    config = replace(config, model=replace(config.model, backend="openvino"))
-    local_ov = replace(embed_config(catalog, tiny_base, tmp_path / "local_ov", text_batch_size=8), model=config.model)
-    embed_catalog(local_ov, progress=False)
-    summary = embed_catalog(config, progress=False)
-    assert summary["engine"] == "ray" and summary["embedded"] == local["embedded"]
-    ray_out, local_out = load_embeddings(tmp_path / "ray"), load_embeddings(tmp_path / "local_ov")
-    np.testing.assert_allclose(ray_out.image_embeddings, local_out.image_embeddings, atol=1e-6)
-    np.testing.assert_allclose(ray_out.text_embeddings, local_out.text_embeddings, atol=1e-6)
-    assert ray_out.manifest["precision"]["backend"] == "openvino"
 
 
 def test_a_torch_store_served_and_searched_on_openvino(torch_folder, tmp_path):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +189,18 @@ def test_placeholder_and_fail_modes_as_local(local_ray, tiny_base, messy_catalog
     with pytest.raises(ImageError, match="missing.jpg: file not found"):
         embed_catalog(_config(messy_catalog, tiny_base, tmp_path / "f", engine="ray", on_error="fail"), progress=False)
     assert not (tmp_path / "f" / "manifest.json").exists()
+
+
+def test_an_exported_backend_gives_the_in_process_engines_folder(local_ray, tiny_base, tmp_path):
+    """``--backend openvino`` through Ray: the same folder and vectors as the in-process engine on that backend."""
+    catalog = make_catalog(tmp_path / "cat", n=20, seed=9, image_size=48)
+    openvino = replace(ModelConfig(str(tiny_base), device="cpu"), backend="openvino")
+    local = embed_catalog(replace(_config(catalog, tiny_base, tmp_path / "local"), model=openvino), progress=False)
+    config = replace(_config(catalog, tiny_base, tmp_path / "ray", engine="ray"), model=openvino)
+    summary = embed_catalog(config, progress=False)
+    assert summary["engine"] == "ray" and summary["embedded"] == local["embedded"] == 20
+    _same_folder(tmp_path / "local", tmp_path / "ray")
+    assert load_embeddings(tmp_path / "ray").manifest["precision"]["backend"] == "openvino"
 
 
 def _title(process: psutil.Process) -> str:

@@ -53,7 +53,8 @@ def _same_folder(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """One local Ray instance for the in-process tests (started after the CLI tests, which start their own)."""
+    """One local Ray instance for the in-process tests; a CLI run without --ray-address starts its own beside it
+    (Ray joins an instance on its own only where `ray start` recorded one)."""
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
@@ -115,7 +116,9 @@ def test_bad_ray_address_is_one_line_naming_it(tiny_base, messy_catalog, tmp_pat
 
 
 @pytest.mark.slow
-def test_driver_sigkill_then_rerun_resumes_and_equals_uninterrupted(tiny_base, big_catalog, big_reference, tmp_path):
+def test_driver_sigkill_then_rerun_resumes_and_equals_uninterrupted(
+    local_ray, tiny_base, big_catalog, big_reference, tmp_path
+):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     cut = tmp_path / "cut"
     driver = subprocess.Popen(
@@ -134,7 +137,11 @@ def test_driver_sigkill_then_rerun_resumes_and_equals_uninterrupted(tiny_base, b
     workers = [p for p, title in ray_processes.items() if "Agent" not in title]
     gone, alive = psutil.wait_procs(workers, timeout=30)
     assert any(ACTOR_TITLE in ray_processes[p] for p in gone) and not alive, [ray_processes[p] for p in alive]
-    rerun = subprocess.run(_cli(big_catalog, tiny_base, cut), env=env, capture_output=True, text=True, check=True)
+    # the rerun joins a running cluster by address (--ray-address), here this process's local instance
+    address = local_ray.get_runtime_context().gcs_address
+    rerun = subprocess.run(
+        _cli(big_catalog, tiny_base, cut, "--ray-address", address), env=env, capture_output=True, text=True, check=True
+    )
     summary = json.loads(rerun.stdout)
     assert summary["resumed_shards"] >= done_before and summary["embedded"] == BIG
     assert summary["engine"] == "ray" and summary["computed"] == BIG - 4 * summary["resumed_shards"]

@@ -201,7 +201,7 @@ def test_placeholder_and_fail_modes_as_local(local_ray, tiny_base, messy_catalog
 def test_an_exported_backend_gives_the_in_process_engines_folder(local_ray, tiny_base, tmp_path):
     """``--backend openvino`` through Ray: the same folder and vectors as the in-process engine on that backend."""
     catalog = make_catalog(tmp_path / "cat", n=20, seed=9, image_size=48)
-    openvino = replace(ModelConfig(str(tiny_base), device="cpu"), backend="openvino")
+    openvino = ModelConfig(str(tiny_base), device="cpu", backend="openvino")
     local = embed_catalog(replace(_config(catalog, tiny_base, tmp_path / "local"), model=openvino), progress=False)
     config = replace(_config(catalog, tiny_base, tmp_path / "ray", engine="ray"), model=openvino)
     summary = embed_catalog(config, progress=False)

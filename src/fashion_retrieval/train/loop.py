@@ -7,7 +7,6 @@ Interrupted runs resume from the last finished epoch (OUT/state/last.pt).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -23,12 +22,11 @@ from torch.utils.data import DataLoader
 from fashion_retrieval.data.records import Catalog, ColumnMap, read_catalog
 from fashion_retrieval.errors import FashionRetrievalError
 from fashion_retrieval.evaluate.metrics import recall_report
-from fashion_retrieval.files import atomic_save, atomic_write_bytes
 from fashion_retrieval.model.loading import load_model
 from fashion_retrieval.progress import progress_bar
-from fashion_retrieval.train import checkpoints
 from fashion_retrieval.train.data import GroupedBatches, PairDataset
 from fashion_retrieval.train.losses import contrastive_loss, itm_loss, soft_targets
+from fashion_retrieval.train.run_files import RunFiles
 
 log = logging.getLogger(__name__)
 DEFAULT_TARGETS = ("query", "value", "vision_proj", "text_proj")  # BLIP's, as the original toolkit adapted
@@ -88,7 +86,10 @@ def _lr_factor(progress: float, warmup: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - warmup) / span)))
 
 
-class Trainer:
+class Trainer(RunFiles):
+    """The training loop; what it writes to OUT (state to resume from, the best weights, the summary) is in
+    ``train/run_files.py``."""
+
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.out = Path(config.out)
@@ -189,45 +190,6 @@ class Trainer:
         table = self.processors.tokenizer.table(self.train_set.captions)  # tokenised once, not every epoch
         self.train_tokens = {k: v.to(self.device) for k, v in table.items()} if table is not None else None
 
-    # -- state ---------------------------------------------------------------------------------
-    def _trainable_state(self) -> dict[str, torch.Tensor]:
-        names = {n for n, p in self.model.named_parameters() if p.requires_grad}
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items() if k in names}
-
-    def _config_key(self) -> str:
-        keep = {k: v for k, v in self.config.to_dict().items() if k not in ("epochs", "max_seconds", "workers")}
-        return json.dumps(keep, sort_keys=True, default=str)
-
-    def save_state(self, epoch: int) -> None:
-        (self.out / "state").mkdir(parents=True, exist_ok=True)
-        state = {
-            "epoch": epoch,
-            "step": self.step,
-            "elapsed": self.elapsed,
-            "best": self.best,
-            "history": json.dumps(self.history),
-            "config": self._config_key(),
-            "trainable": self._trainable_state(),
-            "logit_scale": self.logit_scale.detach().cpu(),
-            "optimizer": self.optimizer.state_dict(),
-        }
-        atomic_save(self.out / "state" / "last.pt", lambda handle: torch.save(state, handle))
-
-    def try_resume(self) -> bool:
-        path = self.out / "state" / "last.pt"
-        if not path.is_file():
-            return False
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state["config"] != self._config_key():
-            raise FashionRetrievalError(f"{self.out} holds a training run with other settings: use another --out")
-        self.model.load_state_dict(state["trainable"], strict=False)
-        with torch.no_grad():
-            self.logit_scale.copy_(state["logit_scale"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.start_epoch, self.step, self.elapsed = state["epoch"] + 1, state["step"], state["elapsed"]
-        self.best, self.history = state["best"], json.loads(state["history"])
-        return True
-
     # -- steps ---------------------------------------------------------------------------------
     def _tokens(self, captions: list[str]) -> dict[str, torch.Tensor]:
         tokens = self.processors.tokenizer(captions)
@@ -282,17 +244,6 @@ class Trainer:
             if m.startswith("recall@") or m == "mrr"
         }
 
-    def save_best(self) -> None:
-        weights = self.out / "model_weights"
-        weights.mkdir(parents=True, exist_ok=True)
-        if self.config.full:
-            state = checkpoints.original_format_from_plain(self.network, self.targets, self.config.lora_r)
-            self.family.save_pretrained(self.network, self.processors, self.out / "model")
-        else:
-            state = checkpoints.original_format_from_peft(self.network)
-            self.model.save_pretrained(self.out / "adapter")
-        atomic_save(weights / "best_model.pth", lambda handle: torch.save(state, handle))
-
     def run(self, progress: bool = True, *, epochs_this_run: int | None = None) -> dict:
         """Train to ``config.epochs`` (resuming if OUT holds a run); ``epochs_this_run`` stops early, as an
         interruption would, e.g. for jobs in time slices."""
@@ -315,11 +266,6 @@ class Trainer:
         return self._finish(resumed)
 
     # -- run -----------------------------------------------------------------------------------
-    def _write_run_files(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.out / "train_config.json", json.dumps(self.config.to_dict(), indent=2).encode())
-        atomic_write_bytes(self.out / "failures.jsonl", "".join(json.dumps(f) + "\n" for f in self.failures).encode())
-
     def _loader(self) -> DataLoader:
         config = self.config
         if config.group_batches_by:
@@ -406,28 +352,6 @@ class Trainer:
             lr=f"{self.optimizer.param_groups[0]['lr']:.1e}",
             **{f"val_R@{top_k}": f"{metrics.get(f'text_to_image_recall@{top_k}', float('nan')):.3f}"},
         )
-
-    def _finish(self, resumed: bool) -> dict:
-        """The run's summary, written to OUT/metrics.json, with the curves plotted beside it."""
-        best = max(self.history, key=lambda m: m["selection_score"]) if self.history else {}
-        summary = {
-            "out": str(self.out),
-            "resumed": resumed,
-            "epochs_run": len(self.history),
-            "best_epoch": best.get("epoch"),
-            "best": best,
-            "history": self.history,
-            "train_items": len(self.train_set),
-            "val_items": len(self.val_set) if self.val_set else 0,
-            "failed_images": len(self.failures),
-            "seconds": round(self.elapsed, 2),
-            "checkpoint": str(self.out / "model_weights" / "best_model.pth"),
-        }
-        atomic_write_bytes(self.out / "metrics.json", json.dumps(summary, indent=2).encode())
-        from fashion_retrieval.train.curves import plot_curves
-
-        plot_curves(self.history, self.out / "curves.png")
-        return summary
 
 
 def _read_catalog(config: TrainConfig) -> Catalog:

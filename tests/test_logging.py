@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from fashion_retrieval.progress import LogProgress, progress_bar
 
 
@@ -25,6 +27,7 @@ def test_progress_without_a_terminal_is_a_log_line_every_few_seconds(caplog, mon
     assert "done in 14.0 s" in lines[-1]
 
 
+@pytest.mark.slow  # 10-20 s: started early, so it does not end the run on one worker
 def test_cli_logs_decisions_and_quiet_silences_them(tiny_base, tmp_path):
     from fashion_retrieval.data.synthetic import make_catalog
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 from transformers import BlipForImageTextRetrieval
 
@@ -61,6 +62,7 @@ print("loaded", image_embeddings.shape, text_embeddings.shape, len(similar_image
 """
 
 
+@pytest.mark.slow  # 10-20 s: started early, so it does not end the run on one worker
 def test_original_readme_examples_run_unchanged(tiny_base, tmp_path):
     checkpoint = tmp_path / "best_model.pth"
     torch.save(wrap_original(BlipForImageTextRetrieval.from_pretrained(tiny_base)).state_dict(), checkpoint)

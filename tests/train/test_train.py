@@ -110,6 +110,7 @@ def test_full_finetune_with_soft_targets_and_itm(train_catalog, tiny_base, tmp_p
         Trainer(replace(config, match_attributes=("fabric",)))
 
 
+@pytest.mark.slow  # 10-20 s: started early, so it does not end the run on one worker
 def test_demo_no_serve_json(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     cmd = [

@@ -26,6 +26,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 log = logging.getLogger(__name__)
 
@@ -206,17 +207,35 @@ def spellings(phrase: str) -> list[frozenset[str]]:
     return list(dict.fromkeys(found))
 
 
-def mentions(caption: str, phrase: str) -> bool:
-    """True when every content word of ``phrase``, or of a spelling of it with a pattern synonym, occurs in
-    ``caption`` (by stem; hyphenated words count by their parts too, so "polka-dot" mentions "dots")."""
-    alternatives = spellings(phrase)
-    if not alternatives:
-        return False
+@lru_cache(maxsize=16384)  # a search's candidate pool is checked again for each negative, an evaluation's many times
+def caption_stems(caption: str) -> frozenset[str]:
+    """The stems of every word of ``caption``, hyphenated words also by their parts ("polka-dot" -> polka-dot,
+    polka, dot), as ``mentions`` compares them."""
     present = set()
     for word in words(caption):
         present.add(stem(word))
         present.update(stem(part) for part in word.split("-") if part)
+    return frozenset(present)
+
+
+def mentions_any(caption: str, phrases: Iterable[str]) -> bool:
+    """``mentions`` for several phrases at once: True when the caption mentions any of them."""
+    alternatives = _all_spellings(tuple(phrases))  # cached: a pool of captions is checked for the same phrases
+    if not alternatives:
+        return False
+    present = caption_stems(caption)
     return any(wanted <= present for wanted in alternatives)
+
+
+def mentions(caption: str, phrase: str) -> bool:
+    """True when every content word of ``phrase``, or of a spelling of it with a pattern synonym, occurs in
+    ``caption`` (by stem; hyphenated words count by their parts too, so "polka-dot" mentions "dots")."""
+    return mentions_any(caption, (phrase,))
+
+
+@lru_cache(maxsize=1024)
+def _all_spellings(phrases: tuple[str, ...]) -> tuple[frozenset[str], ...]:
+    return tuple(wanted for phrase in phrases for wanted in spellings(phrase))
 
 
 def _match_case(original: str, word: str) -> str:
@@ -234,7 +253,9 @@ __all__ = [
     "CaptionEdit",
     "CaptionEditor",
     "append_modifier",
+    "caption_stems",
     "mentions",
+    "mentions_any",
     "spellings",
     "stem",
     "words",

@@ -114,9 +114,10 @@ class MilvusStore:
         params = {"M": 16, "efConstruction": 200} if self.target.index_type.startswith("HNSW") else {}
         for field in ["image_embedding"] + (["text_embedding"] if has_text else []):
             index.add_index(field, index_type=self.target.index_type, metric_type="IP", params=params)
-        self.client.create_collection(
-            self.collection, schema=schema, index_params=index, properties={RECORD_PROPERTY: description}
-        )
+        self.client.create_collection(self.collection, schema=schema, properties={RECORD_PROPERTY: description})
+        # sync=False: pymilvus's wait for an index sleeps 0.5 s before its first look, per vector field; the
+        # collection is empty, so there is nothing to build yet (rows inserted later are indexed as they seal)
+        self.client.create_index(self.collection, index, sync=False)
         self.client.load_collection(self.collection)
         self._attributes = list(attributes)
         log.info(

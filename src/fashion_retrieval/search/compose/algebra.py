@@ -32,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 
-from fashion_retrieval.search.caption_edit import CaptionEditor, append_modifier, mentions
+from fashion_retrieval.search.caption_edit import CaptionEditor, append_modifier, mentions_any
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def score_without(
     catches what captions leave unsaid."""
     scores = penalize_negatives(candidate_vectors, scores, negative_vecs, weights)
     if weights.caption_mentions and len(negatives):
-        described = np.array([any(mentions(c, n) for n in negatives) for c in captions], dtype=bool)
+        described = np.array([mentions_any(c, negatives) for c in captions], dtype=bool)
         scores = scores - MENTION_PENALTY * described
     return scores.astype(np.float32)
 

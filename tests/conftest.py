@@ -23,8 +23,6 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from fashion_retrieval.model.tiny import build_tiny_blip  # noqa: E402
-
 CAPTIONS = [
     "The lady wears a red dress with floral patterns.",
     "The man wears a blue denim jacket and black trousers.",
@@ -37,6 +35,9 @@ CAPTIONS = [
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     """A tiny random BLIP retrieval model with its processor, in Hugging Face format."""
+    # imported here, not at the top: xdist's controller loads this file too, and runs no test that needs torch
+    from fashion_retrieval.model.tiny import build_tiny_blip
+
     return build_tiny_blip(tmp_path_factory.mktemp("tiny_blip"), CAPTIONS, seed=0)
 
 

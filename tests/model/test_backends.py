@@ -55,15 +55,31 @@ def images():
     return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(53, 37), (40, 64), (90, 70)]]
 
 
+@pytest.fixture(scope="module")
+def fp32_exports(bases, tmp_path_factory):
+    """``export_towers`` of a family's tiny model to fp32 ONNX or OpenVINO, run once per (family, format) in this
+    module: the tests that only read an export share it (none writes into the folder)."""
+    done: dict[tuple[str, str], tuple[ExportManifest, Path]] = {}
+
+    def get(family: str, fmt: str) -> tuple[ExportManifest, Path]:
+        if (family, fmt) not in done:
+            out = tmp_path_factory.mktemp(f"export_{family}_{fmt}") / "out"
+            manifest = export.export_towers(load_model(bases(family), device="cpu", dtype="fp32"), fmt, "fp32", out)
+            done[family, fmt] = manifest, out
+        return done[family, fmt]
+
+    return get
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_export_of_every_family_loads_back_with_the_same_vectors(family, fmt, bases, images, tmp_path):
+def test_export_of_every_family_loads_back_with_the_same_vectors(family, fmt, bases, fp32_exports, images):
     folder = bases(family)
-    manifest = export.export_towers(load_model(folder, device="cpu", dtype="fp32"), fmt, "fp32", tmp_path / "out")
+    manifest, out = fp32_exports(family, fmt)
     assert manifest.parity["passed"] and manifest.parity["max_abs_difference"] < 1e-4
-    assert manifest.identity["family"] == family and (tmp_path / "out" / "manifest.json").is_file()
+    assert manifest.identity["family"] == family and (out / "manifest.json").is_file()
     torch_model = FashionEmbeddingModel(None, folder, device="cpu")
-    exported = FashionEmbeddingModel(None, tmp_path / "out")  # the export folder as the base: no torch weights
+    exported = FashionEmbeddingModel(None, out)  # the export folder as the base: no torch weights
     assert exported.model is None and exported.backend == {"onnx": "onnxruntime", "openvino": "openvino"}[fmt]
     assert exported.identity.key == torch_model.identity.key
     # other batch sizes and caption lengths than the export's example: the axes are dynamic
@@ -261,14 +277,14 @@ def _readme_snippet() -> str:
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
-def test_the_readmes_plain_runtime_lines_run_without_this_package(fmt, bases, images, tmp_path):
+def test_the_readmes_plain_runtime_lines_run_without_this_package(fmt, bases, fp32_exports, images, tmp_path):
     folder = bases("clip")
-    export.export_towers(load_model(folder, device="cpu", dtype="fp32"), fmt, "fp32", tmp_path / "exported")
+    _, exported = fp32_exports("clip", fmt)
     image = tmp_path / "query.jpg"
     images[2].save(image)
     program = (
         "import sys\nsys.modules['fashion_retrieval'] = None  # this package may not be used\n"
-        + _readme_snippet().replace("exported/", f"{tmp_path / 'exported'}/").replace("query.jpg", str(image))
+        + _readme_snippet().replace("exported/", f"{exported}/").replace("query.jpg", str(image))
         + "\nimport json; print(json.dumps({'image': image_vector.tolist(), 'text': text_vector.tolist()}))\n"
     )
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
@@ -279,9 +295,9 @@ def test_the_readmes_plain_runtime_lines_run_without_this_package(fmt, bases, im
     np.testing.assert_allclose(vectors["text"], encoder.encode_text(TEXTS[0]), atol=1e-4)
 
 
-def test_manifest_records_the_exact_preprocessing(bases, tmp_path):
+def test_manifest_records_the_exact_preprocessing(bases, fp32_exports):
     folder = bases("clip")
-    manifest = export.export_towers(load_model(folder, device="cpu", dtype="fp32"), "openvino", "fp32", tmp_path / "o")
-    read = ExportManifest.read(tmp_path / "o")
+    manifest, out = fp32_exports("clip", "openvino")
+    read = ExportManifest.read(out)
     assert read.preprocessor() == FashionEmbeddingModel(None, folder, device="cpu").preprocess
     assert read.text["tokenizer"] == "tokenizer" and read.text["max_length"] == 77 and manifest.versions["openvino"]

@@ -158,7 +158,9 @@ def _embed_cmd(catalog, base, out):
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(tiny_base, tmp_path):
     catalog = make_catalog(tmp_path / "cat", n=160, seed=3, image_size=640)  # decoding takes a while
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    subprocess.run(_embed_cmd(catalog, tiny_base, tmp_path / "full"), check=True, env=env, capture_output=True)
+    # the uninterrupted reference in this process (a CLI run of its own would only import torch again), with the
+    # CLI's batch and shard sizes
+    embed_catalog(embed_config(catalog, tiny_base, tmp_path / "full", batch_size=2, shard_size=4), progress=False)
     process = subprocess.Popen(
         _embed_cmd(catalog, tiny_base, tmp_path / "cut"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

@@ -80,12 +80,11 @@ def test_fp32_and_bf16_rank_alike_on_a_trained_model(trained_demo, tmp_path):
     work = trained_demo
     base, checkpoint = str(work / "base"), str(work / "training" / "model_weights" / "best_model.pth")
     reports, vectors = {}, {}
-    for dtype in ("fp32", "bf16"):
-        out = tmp_path / f"emb_{dtype}"
-        model = ModelConfig(base, checkpoint, device="cpu", dtype=dtype)
-        embed_catalog(
-            EmbedConfig(str(work / "catalog" / "labels_front.csv"), model, out=str(out), workers=0), progress=False
-        )
+    # fp32: the demo's own catalogue embeddings (the tests pin fp32); bf16: the same catalogue embedded in bf16
+    model = ModelConfig(base, checkpoint, device="cpu", dtype="bf16")
+    catalog = str(work / "catalog" / "labels_front.csv")
+    embed_catalog(EmbedConfig(catalog, model, out=str(tmp_path / "emb_bf16"), workers=0), progress=False)
+    for dtype, out in (("fp32", work / "embeddings"), ("bf16", tmp_path / "emb_bf16")):
         reports[dtype] = evaluate_embeddings(EvalConfig(str(out), precision_attributes=("garment", "color")))
         from fashion_retrieval.embeddings import load_embeddings
 

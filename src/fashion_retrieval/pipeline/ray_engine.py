@@ -38,6 +38,7 @@ from fashion_retrieval.pipeline.ray_cluster import (
     TASKS_IN_FLIGHT_PER_ACTOR,
     RayPlan,
     StoreWatcher,
+    check_reachable,
     connect,
     import_ray,
     plan_resources,
@@ -73,6 +74,9 @@ class RayEngine:
         self._restarts = 0
         self._seconds = {"wait": 0.0, "startup": 0.0, "image": 0.0, "text": 0.0, "decode": 0.0}
         self._store = {"peak_bytes": None, "spilled_bytes": None}
+        if config.ray_address and not self.ray.is_initialized():
+            # a cluster nobody answers for is one line at once, not after the model's description (transformers)
+            check_reachable(config.ray_address)
 
     # -- what the runner asks before the run ------------------------------------------------------
     def identity(self) -> ModelIdentity:

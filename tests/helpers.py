@@ -83,17 +83,36 @@ def jpeg_bytes(color=(10, 120, 200), size=(40, 40)) -> bytes:
 
 
 def free_port() -> int:
+    """A free loopback port above Ray's worker ports (10002-19999) and below the kernel's usual ephemeral range
+    (32768-60999), where bind(0) would look and where every outgoing connection takes its local port: a port found
+    there may be another connection's by the time the server binds it."""
+    import random
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port in 20000-31999")
 
 
 class ServedIndex:
     """`fashion-retrieval serve ARGS` in a real subprocess on a free loopback port, until closed."""
 
     def __init__(self, *args: str, env: dict | None = None, startup: float = 60) -> None:
+        for _attempt in range(3):  # a port taken between the check and the server's bind: another port
+            if self._start(args, env, startup):
+                return
+            self.close()
+            if "address already in use" not in self.output:
+                break
+        raise RuntimeError(f"server did not start: {self.output}")
+
+    def _start(self, args: tuple[str, ...], env: dict | None, startup: float) -> bool:
         import subprocess
         import sys
         import time
@@ -110,14 +129,13 @@ class ServedIndex:
             env=env,
         )
         deadline = time.time() + startup
-        while time.time() < deadline:
+        while time.time() < deadline and self.process.poll() is None:
             try:
                 if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
-                    return
+                    return True
             except httpx.TransportError:
                 time.sleep(0.2)
-        self.close()
-        raise RuntimeError(f"server did not start: {self.output}")
+        return False
 
     def close(self) -> None:
         self.process.terminate()

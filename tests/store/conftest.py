@@ -43,18 +43,7 @@ def milvus_server(tmp_path_factory):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail("the Milvus Lite server exited")
-            time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail("the Milvus Lite server did not start")
+    _wait_for_port(process, port, "the Milvus Lite server")
     yield f"http://127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=20)

@@ -101,9 +101,11 @@ def free_port() -> int:
 
 
 class ServedIndex:
-    """`fashion-retrieval serve ARGS` in a real subprocess on a free loopback port, until closed."""
+    """`fashion-retrieval serve ARGS` in a real subprocess on a free loopback port, until closed. Its output is
+    read as it comes (``output``), so a server shared by several tests can be checked for its log lines."""
 
-    def __init__(self, *args: str, env: dict | None = None, startup: float = 60) -> None:
+    def __init__(self, *args: str, env: dict | None = None, startup: float = 60, headers: dict | None = None) -> None:
+        self.headers = headers or {}  # sent with the health checks (a server with --api-key needs its key)
         for _attempt in range(3):  # a port taken between the check and the server's bind: another port
             if self._start(args, env, startup):
                 return
@@ -115,6 +117,7 @@ class ServedIndex:
     def _start(self, args: tuple[str, ...], env: dict | None, startup: float) -> bool:
         import subprocess
         import sys
+        import threading
         import time
 
         import httpx
@@ -128,18 +131,35 @@ class ServedIndex:
             text=True,
             env=env,
         )
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._lines.extend, args=(self.process.stdout,), daemon=True)
+        self._reader.start()
         deadline = time.time() + startup
         while time.time() < deadline and self.process.poll() is None:
             try:
-                if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/api/health", headers=self.headers, timeout=2).status_code == 200:
                     return True
             except httpx.TransportError:
                 time.sleep(0.2)
         return False
 
+    @property
+    def output(self) -> str:
+        """What the server has printed so far (everything, once closed)."""
+        return "".join(self._lines)
+
+    def output_after(self, seconds: float = 0.3) -> str:
+        """The output once a line logged by the last answered request has had time to come through the pipe."""
+        import time
+
+        time.sleep(seconds)
+        return self.output
+
     def close(self) -> None:
-        self.process.terminate()
-        self.output = self.process.communicate(timeout=20)[0]
+        if self.process.poll() is None:
+            self.process.terminate()
+        self.process.wait(timeout=20)
+        self._reader.join(timeout=20)
 
 
 def embed_config(catalog, base, out, **kw):

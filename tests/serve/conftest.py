@@ -10,6 +10,7 @@ from fashion_retrieval.serve.app import create_app
 from fashion_retrieval.serve.config import ServeConfig
 from fashion_retrieval.store.indexer import IndexConfig, index_embeddings
 from fashion_retrieval.store.milvus import MilvusTarget
+from tests.helpers import ServedIndex
 from tests.store.conftest import embeddings_dir, store_catalog, store_encoder  # noqa: F401
 
 
@@ -39,3 +40,12 @@ def client(request, tmp_path_factory, embeddings_dir):  # noqa: F811
         config = ServeConfig(db=str(db), device="cpu", max_upload_bytes=200_000)
     with TestClient(create_app(config)) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def plain_server(embeddings_dir):  # noqa: F811
+    """`serve --embeddings` with its defaults, shared by the tests that need nothing else of a server (the page,
+    the API over HTTP, metrics and the access log): they share the "page" xdist group, so one worker starts it."""
+    server = ServedIndex("--embeddings", str(embeddings_dir))
+    yield server
+    server.close()

@@ -13,7 +13,7 @@ from PIL import Image
 from fashion_retrieval.embeddings import load_embeddings
 from fashion_retrieval.serve.app import create_app
 from fashion_retrieval.serve.config import ServeConfig
-from tests.helpers import ServedIndex, jpeg_bytes
+from tests.helpers import jpeg_bytes
 
 
 def _image_bytes(embeddings_dir, row=3) -> bytes:
@@ -182,13 +182,10 @@ def test_api_key_and_cors(embeddings_dir, store_encoder):
         assert response.status_code == 200 and "access-control-allow-origin" not in response.headers
 
 
-def test_real_server_over_http(embeddings_dir):
-    served = ServedIndex("--embeddings", str(embeddings_dir))
-    try:
-        assert httpx.get(f"{served.url}/api/health").json()["count"] == 48
-        response = httpx.post(f"{served.url}/api/search/text", json={"query": "a dress", "top_k": 3})
-        assert response.status_code == 200 and len(response.json()["results"]) == 3
-        assert "<title>fashion-retrieval</title>" in httpx.get(f"{served.url}/").text
-    finally:
-        served.close()
-    assert f"open http://127.0.0.1:{served.port}/" in served.output
+@pytest.mark.xdist_group("page")  # the page's tests share this server
+def test_real_server_over_http(plain_server):
+    assert httpx.get(f"{plain_server.url}/api/health").json()["count"] == 48
+    response = httpx.post(f"{plain_server.url}/api/search/text", json={"query": "a dress", "top_k": 3})
+    assert response.status_code == 200 and len(response.json()["results"]) == 3
+    assert "<title>fashion-retrieval</title>" in httpx.get(f"{plain_server.url}/").text
+    assert f"open http://127.0.0.1:{plain_server.port}/" in plain_server.output

@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from fashion_retrieval.embeddings import load_embeddings
-from tests.helpers import ServedIndex, free_port
+from tests.helpers import ServedIndex
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
@@ -40,10 +37,8 @@ def launch_chromium(playwright):
 
 
 @pytest.fixture(scope="module")
-def server(embeddings_dir):
-    served = ServedIndex("--embeddings", str(embeddings_dir))
-    yield served.url
-    served.close()
+def server(plain_server):
+    return plain_server.url
 
 
 def test_page_text_image_and_hybrid_search(server, embeddings_dir, tmp_path):
@@ -385,27 +380,10 @@ def test_page_more_and_less_like_this(server):
 
 @pytest.fixture(scope="module")
 def keyed_server(embeddings_dir):
-    """`serve --api-key`: every /api and /images route needs the X-API-Key header (so does the health check
-    the ServedIndex helper polls without one: hence this fixture)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "fashion_retrieval", "serve", "--embeddings", str(embeddings_dir)]
-    command += ["--api-key", API_KEY, "--port", str(port), "--device", "cpu"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/api/health", headers={"X-API-Key": API_KEY}, timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.time() > deadline or process.poll() is not None:
-            process.kill()
-            pytest.fail(f"server did not start: {process.communicate(timeout=20)[0]}")
-        time.sleep(0.2)
-    yield url
-    process.terminate()
-    process.communicate(timeout=20)
+    """`serve --api-key`: every /api and /images route needs the X-API-Key header (the health checks too)."""
+    served = ServedIndex("--embeddings", str(embeddings_dir), "--api-key", API_KEY, headers={"X-API-Key": API_KEY})
+    yield served.url
+    served.close()
 
 
 def test_page_images_behind_the_api_key(keyed_server):

@@ -146,11 +146,21 @@ def test_uploads_stay_in_memory_and_bodies_are_capped(served, tmp_path):
     assert httpx.post(f"{served.url}/api/search/text", json=huge_json, timeout=60).status_code == 413
 
 
-def test_an_upload_near_the_limit_is_parsed_without_temp_files(embeddings_dir, tmp_path):
-    temp = tmp_path / "tmp"
-    temp.mkdir()
-    env = {**os.environ, "TMPDIR": str(temp)}
-    server = ServedIndex("--embeddings", str(embeddings_dir), "--max-upload-mb", "60", env=env)
+@pytest.fixture(scope="module")
+def quiet_server(embeddings_dir, tmp_path_factory):
+    """`serve --no-metrics --log-level warning --max-upload-mb 60`, with a TMPDIR of its own to watch."""
+    temp = tmp_path_factory.mktemp("server_tmp")
+    server = ServedIndex(
+        "--embeddings", str(embeddings_dir), "--no-metrics", "--log-level", "warning", "--max-upload-mb", "60",
+        env={**os.environ, "TMPDIR": str(temp)},
+    )  # fmt: skip
+    server.temp = temp
+    yield server
+    server.close()
+
+
+def test_an_upload_near_the_limit_is_parsed_without_temp_files(quiet_server):
+    server, temp = quiet_server, quiet_server.temp
     seen: set[str] = set()
     done = threading.Event()
 
@@ -183,7 +193,6 @@ def test_an_upload_near_the_limit_is_parsed_without_temp_files(embeddings_dir, t
         assert not seen, seen
     finally:
         done.set()
-        server.close()
 
 
 def test_a_slow_body_is_cut_off(served):
@@ -200,18 +209,24 @@ def test_a_slow_body_is_cut_off(served):
     assert reply.startswith(b"HTTP/1.1 408") and 1.5 < time.perf_counter() - start < 10
 
 
-def test_metrics_and_access_log(embeddings_dir):
-    server = ServedIndex("--embeddings", str(embeddings_dir))
-    try:
-        httpx.post(f"{server.url}/api/search/text", json={"query": "a red dress", "top_k": 3})
-        httpx.post(f"{server.url}/api/search/text", json={"query": "", "top_k": 3})
-        httpx.get(f"{server.url}/api/items/no-such-item")
-        text = httpx.get(f"{server.url}/metrics").text
-    finally:
-        server.close()
-    assert 'fashion_requests_total{endpoint="/api/search/text",method="POST",status="200"} 1.0' in text
-    assert 'fashion_requests_total{endpoint="/api/search/text",method="POST",status="422"} 1.0' in text
+def _counter(metrics: str, series: str) -> float:
+    line = next((line for line in metrics.splitlines() if line.startswith(series + " ")), None)
+    return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+
+@pytest.mark.xdist_group("page")  # on the server the page's tests use: counts are taken before and after
+def test_metrics_and_access_log(plain_server):
+    url, missing = plain_server.url, f"no-such-item-{os.getpid()}-{time.time_ns()}"
+    ok = 'fashion_requests_total{endpoint="/api/search/text",method="POST",status="200"}'
+    invalid = 'fashion_requests_total{endpoint="/api/search/text",method="POST",status="422"}'
+    before = httpx.get(f"{url}/metrics").text
+    httpx.post(f"{url}/api/search/text", json={"query": "a red dress", "top_k": 3})
+    httpx.post(f"{url}/api/search/text", json={"query": "", "top_k": 3})
+    httpx.get(f"{url}/api/items/{missing}")
+    text = httpx.get(f"{url}/metrics").text
+    assert _counter(text, ok) - _counter(before, ok) == 1 and _counter(text, invalid) - _counter(before, invalid) == 1
     assert 'endpoint="/api/items/{item_id:path}",method="GET",status="404"' in text  # templates, not raw ids
+    assert missing not in text
     for name in (
         "fashion_request_seconds_bucket",
         "fashion_encode_seconds",
@@ -219,17 +234,15 @@ def test_metrics_and_access_log(embeddings_dir):
         "fashion_queue_depth",
     ):
         assert name in text, name
-    assert "POST /api/search/text 200" in server.output and "GET /api/items/no-such-item 404" in server.output
+    output = plain_server.output_after()
+    assert "POST /api/search/text 200" in output and f"GET /api/items/{missing} 404" in output
 
 
-def test_no_metrics_and_quiet_logs(embeddings_dir):
-    server = ServedIndex("--embeddings", str(embeddings_dir), "--no-metrics", "--log-level", "warning")
-    try:
-        assert httpx.get(f"{server.url}/metrics").status_code == 404
-        httpx.post(f"{server.url}/api/search/text", json={"query": "a red dress"})
-    finally:
-        server.close()
-    assert "POST /api/search/text" not in server.output
+def test_no_metrics_and_quiet_logs(quiet_server):
+    assert httpx.get(f"{quiet_server.url}/metrics").status_code == 404
+    assert httpx.post(f"{quiet_server.url}/api/search/text", json={"query": "a red dress"}).status_code == 200
+    # the same wait in which test_metrics_and_access_log sees its lines
+    assert "POST /api/search/text" not in quiet_server.output_after()
 
 
 def test_workers_share_a_lite_server_and_a_lite_file_is_refused(lite_file_db, tmp_path):

@@ -101,8 +101,9 @@ def free_port() -> int:
 
 
 class ServedIndex:
-    """`fashion-retrieval serve ARGS` in a real subprocess on a free loopback port, until closed. Its output is
-    read as it comes (``output``), so a server shared by several tests can be checked for its log lines."""
+    """`fashion-retrieval serve ARGS` in a real subprocess on a free loopback port, until closed. Its output goes
+    to a temporary file (no pipe to fill, no reader thread in the test process): ``output`` is what it has
+    printed so far, so a server shared by several tests can be checked for its log lines."""
 
     def __init__(self, *args: str, env: dict | None = None, startup: float = 60, headers: dict | None = None) -> None:
         self.headers = headers or {}  # sent with the health checks (a server with --api-key needs its key)
@@ -117,7 +118,7 @@ class ServedIndex:
     def _start(self, args: tuple[str, ...], env: dict | None, startup: float) -> bool:
         import subprocess
         import sys
-        import threading
+        import tempfile
         import time
 
         import httpx
@@ -126,14 +127,11 @@ class ServedIndex:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "fashion_retrieval", "serve", *args, "--port", str(self.port), "--device", "cpu"],
-            stdout=subprocess.PIPE,
+            stdout=(log := tempfile.TemporaryFile()),
             stderr=subprocess.STDOUT,
-            text=True,
             env=env,
         )
-        self._lines: list[str] = []
-        self._reader = threading.Thread(target=self._lines.extend, args=(self.process.stdout,), daemon=True)
-        self._reader.start()
+        self._log = log
         deadline = time.time() + startup
         while time.time() < deadline and self.process.poll() is None:
             try:
@@ -146,10 +144,11 @@ class ServedIndex:
     @property
     def output(self) -> str:
         """What the server has printed so far (everything, once closed)."""
-        return "".join(self._lines)
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
 
     def output_after(self, seconds: float = 0.3) -> str:
-        """The output once a line logged by the last answered request has had time to come through the pipe."""
+        """The output, once a line the server logs about the request it last answered has surely been written."""
         import time
 
         time.sleep(seconds)
@@ -159,7 +158,12 @@ class ServedIndex:
         if self.process.poll() is None:
             self.process.terminate()
         self.process.wait(timeout=20)
-        self._reader.join(timeout=20)
+
+
+def metric_value(metrics: str, series: str) -> float:
+    """The value of one Prometheus series (name and labels, as /metrics writes them) in a /metrics text; 0 if absent."""
+    line = next((line for line in metrics.splitlines() if line.startswith(series + " ")), None)
+    return float(line.rsplit(" ", 1)[1]) if line else 0.0
 
 
 def embed_config(catalog, base, out, **kw):

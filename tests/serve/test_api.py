@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 
 import httpx
 import pytest
@@ -13,7 +14,7 @@ from PIL import Image
 from fashion_retrieval.embeddings import load_embeddings
 from fashion_retrieval.serve.app import create_app
 from fashion_retrieval.serve.config import ServeConfig
-from tests.helpers import jpeg_bytes
+from tests.helpers import jpeg_bytes, metric_value
 
 
 def _image_bytes(embeddings_dir, row=3) -> bytes:
@@ -189,3 +190,28 @@ def test_real_server_over_http(plain_server):
     assert response.status_code == 200 and len(response.json()["results"]) == 3
     assert "<title>fashion-retrieval</title>" in httpx.get(f"{plain_server.url}/").text
     assert f"open http://127.0.0.1:{plain_server.port}/" in plain_server.output
+
+
+@pytest.mark.xdist_group("page")  # on the server the page's tests use: counts are taken before and after
+def test_metrics_and_access_log(plain_server):
+    url, missing = plain_server.url, f"no-such-item-{uuid.uuid4().hex}"
+    ok = 'fashion_requests_total{endpoint="/api/search/text",method="POST",status="200"}'
+    invalid = 'fashion_requests_total{endpoint="/api/search/text",method="POST",status="422"}'
+    before = httpx.get(f"{url}/metrics").text
+    httpx.post(f"{url}/api/search/text", json={"query": "a red dress", "top_k": 3})
+    httpx.post(f"{url}/api/search/text", json={"query": "", "top_k": 3})
+    httpx.get(f"{url}/api/items/{missing}")
+    text = httpx.get(f"{url}/metrics").text
+    for series in (ok, invalid):
+        assert metric_value(text, series) - metric_value(before, series) == 1, series
+    assert 'endpoint="/api/items/{item_id:path}",method="GET",status="404"' in text  # templates, not raw ids
+    assert missing not in text
+    for name in (
+        "fashion_request_seconds_bucket",
+        "fashion_encode_seconds",
+        "fashion_batch_size",
+        "fashion_queue_depth",
+    ):
+        assert name in text, name
+    output = plain_server.output_after()
+    assert "POST /api/search/text 200" in output and f"GET /api/items/{missing} 404" in output

@@ -1,6 +1,7 @@
-"""Writes through real servers: `serve --workers 2` over the Milvus Lite gRPC server (an item written through one
-worker is found through both at once, deleted ones never come back), and a server killed with SIGKILL during a
-batch import (after a restart every acknowledged line is there, and nothing is half-written)."""
+"""Writes through real servers: `serve --workers 2` over the Milvus Lite gRPC server (both workers answer, their
+metrics add up, an item written through one worker is found through both at once, deleted ones never come back),
+and a server killed with SIGKILL during a batch import (after a restart every acknowledged line is there, and
+nothing is half-written)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from fashion_retrieval.store.indexer import IndexConfig, index_embeddings
 from fashion_retrieval.store.milvus import MilvusTarget
-from tests.helpers import ServedIndex
+from tests.helpers import ServedIndex, metric_value
 from tests.serve.writes import ADMIN, ADMIN_HEADERS, NDJSON, form, item_image, results, upsert_line
 from tests.store.conftest import milvus_server  # noqa: F401
 
@@ -42,6 +43,17 @@ def _every_worker(url: str, request) -> list[dict]:
             break
     assert len(pids) == 2
     return answers
+
+
+def test_both_workers_answer_and_metrics_add_up_over_them(two_workers):
+    url, health = two_workers.url, 'fashion_requests_total{endpoint="/api/health",method="GET",status="200"}'
+    before = metric_value(httpx.get(f"{url}/metrics").text, health)
+    pids = {httpx.get(f"{url}/api/health").json()["engine"]["pid"] for _ in range(40)}
+    response = httpx.post(f"{url}/api/search/text", json={"query": "a red dress", "top_k": 3})
+    assert response.status_code == 200 and len(response.json()["results"]) == 3
+    after = metric_value(httpx.get(f"{url}/metrics").text, health)
+    assert len(pids) == 2  # two processes answered
+    assert after - before == 40  # and either one's /metrics counts both processes' requests
 
 
 def test_a_write_through_one_worker_is_seen_by_both(two_workers):

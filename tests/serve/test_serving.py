@@ -21,7 +21,7 @@ from fashion_retrieval.data.synthetic import make_catalog
 from fashion_retrieval.embeddings import load_embeddings
 from fashion_retrieval.model.tiny import build_tiny_blip
 from fashion_retrieval.pipeline.embed import embed_catalog
-from tests.helpers import ServedIndex, free_port
+from tests.helpers import ServedIndex
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]  # one worker starts the servers
 
@@ -125,8 +125,9 @@ def test_health_answers_at_once_while_the_model_is_busy(small_embeddings):
     # with another test worker, so rates vary with what runs beside)
     assert during >= 8 and set(done) == {200}, (during, set(done))
     # The one-lock server answered health in seconds under this load; the bound is a ratio to the idle p95 of
-    # the same run (plus 20 ms of scheduling slack for 2 cores shared with the clients and another test worker).
-    assert busy <= 3 * idle + 0.02, (idle, busy)
+    # the same run, plus 250 ms of scheduling slack: 2 cores shared by the model, 8 clients and another test
+    # worker whose load can change between the two measurements (it once took the p95 from 40 to 170 ms).
+    assert busy <= 3 * idle + 0.25, (idle, busy)
 
 
 def test_uploads_stay_in_memory_and_bodies_are_capped(served, tmp_path):
@@ -209,73 +210,21 @@ def test_a_slow_body_is_cut_off(served):
     assert reply.startswith(b"HTTP/1.1 408") and 1.5 < time.perf_counter() - start < 10
 
 
-def _counter(metrics: str, series: str) -> float:
-    line = next((line for line in metrics.splitlines() if line.startswith(series + " ")), None)
-    return float(line.rsplit(" ", 1)[1]) if line else 0.0
-
-
-@pytest.mark.xdist_group("page")  # on the server the page's tests use: counts are taken before and after
-def test_metrics_and_access_log(plain_server):
-    url, missing = plain_server.url, f"no-such-item-{os.getpid()}-{time.time_ns()}"
-    ok = 'fashion_requests_total{endpoint="/api/search/text",method="POST",status="200"}'
-    invalid = 'fashion_requests_total{endpoint="/api/search/text",method="POST",status="422"}'
-    before = httpx.get(f"{url}/metrics").text
-    httpx.post(f"{url}/api/search/text", json={"query": "a red dress", "top_k": 3})
-    httpx.post(f"{url}/api/search/text", json={"query": "", "top_k": 3})
-    httpx.get(f"{url}/api/items/{missing}")
-    text = httpx.get(f"{url}/metrics").text
-    assert _counter(text, ok) - _counter(before, ok) == 1 and _counter(text, invalid) - _counter(before, invalid) == 1
-    assert 'endpoint="/api/items/{item_id:path}",method="GET",status="404"' in text  # templates, not raw ids
-    assert missing not in text
-    for name in (
-        "fashion_request_seconds_bucket",
-        "fashion_encode_seconds",
-        "fashion_batch_size",
-        "fashion_queue_depth",
-    ):
-        assert name in text, name
-    output = plain_server.output_after()
-    assert "POST /api/search/text 200" in output and f"GET /api/items/{missing} 404" in output
-
-
 def test_no_metrics_and_quiet_logs(quiet_server):
     assert httpx.get(f"{quiet_server.url}/metrics").status_code == 404
     assert httpx.post(f"{quiet_server.url}/api/search/text", json={"query": "a red dress"}).status_code == 200
-    # the same wait in which test_metrics_and_access_log sees its lines
+    # the same wait in which tests/serve/test_api.py::test_metrics_and_access_log sees its lines
     assert "POST /api/search/text" not in quiet_server.output_after()
 
 
-def test_workers_share_a_lite_server_and_a_lite_file_is_refused(lite_file_db, tmp_path):
-    import shutil
-
-    db = tmp_path / "copy.db"  # the module's server holds lite_file_db open
-    shutil.copy(lite_file_db, db)
+def test_a_lite_file_is_refused_with_workers(tmp_path):
+    """Two workers cannot share a Lite file: the error says how to share it (the lite_server that
+    tests/serve/test_items_server.py serves two workers from)."""
     refused = subprocess.run(
-        [sys.executable, "-m", "fashion_retrieval", "serve", "--db", str(db), "--workers", "2"],
+        [sys.executable, "-m", "fashion_retrieval", "serve", "--db", str(tmp_path / "f.db"), "--workers", "2"],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert refused.returncode == 2 and "lite_server" in refused.stderr and "Traceback" not in refused.stderr
-    port = free_port()
-    lite = subprocess.Popen(
-        [sys.executable, "-m", "fashion_retrieval.store.lite_server", str(db), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert any("serving" in lite.stdout.readline() for _ in range(5))
-        server = ServedIndex("--uri", f"http://127.0.0.1:{port}", "--workers", "2", startup=120)
-        try:
-            pids = {httpx.get(f"{server.url}/api/health").json()["engine"]["pid"] for _ in range(40)}
-            response = httpx.post(f"{server.url}/api/search/text", json={"query": "a red dress", "top_k": 3})
-            assert response.status_code == 200 and len(response.json()["results"]) == 3
-            metrics = httpx.get(f"{server.url}/metrics").text
-        finally:
-            server.close()
-    finally:
-        lite.terminate()
-        lite.wait(timeout=30)
-    assert len(pids) == 2  # two processes answered
-    assert 'endpoint="/api/health"' in metrics and 'status="200"' in metrics  # aggregated over the workers
+    assert not (tmp_path / "f.db").exists()

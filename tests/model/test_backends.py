@@ -71,6 +71,21 @@ def fp32_exports(bases, tmp_path_factory):
     return get
 
 
+@pytest.fixture(scope="module")
+def auto_exports(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("auto_exports")
+
+
+@pytest.fixture
+def fresh_decisions(tmp_path, monkeypatch, auto_exports) -> Path:
+    """A cache of this test's own, so the backend decision is measured afresh; its exported towers are shared by
+    the tests that use this (the same model's export is the same in each, and the decision is what they test)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    (tmp_path / "fashion_retrieval").mkdir()
+    (tmp_path / "fashion_retrieval" / "exports").symlink_to(auto_exports, target_is_directory=True)
+    return tmp_path
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_export_of_every_family_loads_back_with_the_same_vectors(family, fmt, bases, fp32_exports, images):
@@ -200,13 +215,12 @@ def test_openvino_precision_follows_the_cpus_bf16_units(units, bases, monkeypatc
     assert tried[0] == ("bf16" if units else "fp32") and "int8" not in tried  # no int8 without a calibration
 
 
-def test_auto_keeps_the_fewest_seconds_per_item_and_caches_the_choice(bases, monkeypatch, tmp_path, caplog):
+def test_auto_keeps_the_fewest_seconds_per_item_and_caches_the_choice(bases, monkeypatch, fresh_decisions, caplog):
     from fashion_retrieval.model.backends import choice
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     caplog.set_level(logging.INFO, logger="fashion_retrieval")
     encoder = FashionEmbeddingModel(None, bases("blip"), device="cpu", backend="auto")
-    record = json.loads((tmp_path / "fashion_retrieval" / "backend.json").read_text())
+    record = json.loads((fresh_decisions / "fashion_retrieval" / "backend.json").read_text())
     (decision,) = record.values()
     timed = {b: f for b, f in decision["figures"].items() if "error" not in f and b != "apart"}
     assert set(timed) == set(choice.CANDIDATES)
@@ -224,23 +238,21 @@ def test_auto_keeps_the_fewest_seconds_per_item_and_caches_the_choice(bases, mon
     assert FashionEmbeddingModel(None, bases("blip"), device="cpu", backend="auto").backend == encoder.backend
 
 
-def test_towers_run_apart_only_when_that_beats_one_backend_per_item(bases, monkeypatch, tmp_path):
+def test_towers_run_apart_only_when_that_beats_one_backend_per_item(bases, monkeypatch, fresh_decisions):
     """torch is fastest on images and OpenVINO on captions, but the pair taking turns measures slower per item
     than torch alone (as two runtimes on the same cores can): auto keeps torch for both towers."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     force_backend_speeds(monkeypatch, {**SPLIT_SPEEDS, "torch/openvino": (9.0, 9.0)})
     encoder = FashionEmbeddingModel(None, bases("blip"), device="cpu", backend="auto", dtype="fp32")
     assert encoder.backend == "torch" and encoder.model is not None
-    (decision,) = json.loads((tmp_path / "fashion_retrieval" / "backend.json").read_text()).values()
+    (decision,) = json.loads((fresh_decisions / "fashion_retrieval" / "backend.json").read_text()).values()
     assert decision["figures"]["apart"]["seconds_per_item"] > decision["figures"]["torch"]["seconds_per_item"]
 
 
-def test_auto_runs_each_tower_on_its_fastest_backend(bases, images, monkeypatch, tmp_path):
+def test_auto_runs_each_tower_on_its_fastest_backend(bases, images, monkeypatch, fresh_decisions):
     """Figures where torch wins on images and OpenVINO on captions: one encoder, the image tower on torch, the text
     tower on OpenVINO, each giving its own backend's vectors; the record names both and passes the parity rule."""
     from fashion_retrieval.search.searcher import ensure_comparable_precision
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     force_backend_speeds(monkeypatch)
     base = bases("blip")
     split = FashionEmbeddingModel(None, base, device="cpu", backend="auto", dtype="fp32")

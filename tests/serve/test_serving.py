@@ -148,20 +148,24 @@ def test_uploads_stay_in_memory_and_bodies_are_capped(served, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def quiet_server(embeddings_dir, tmp_path_factory):
-    """`serve --no-metrics --log-level warning --max-upload-mb 60`, with a TMPDIR of its own to watch."""
-    temp = tmp_path_factory.mktemp("server_tmp")
+def server_tmp(tmp_path_factory):
+    """The TMPDIR of ``quiet_server``, watched for spooled uploads."""
+    return tmp_path_factory.mktemp("server_tmp")
+
+
+@pytest.fixture(scope="module")
+def quiet_server(embeddings_dir, server_tmp):
+    """`serve --no-metrics --log-level warning --max-upload-mb 60`, with ``server_tmp`` as its TMPDIR."""
     server = ServedIndex(
         "--embeddings", str(embeddings_dir), "--no-metrics", "--log-level", "warning", "--max-upload-mb", "60",
-        env={**os.environ, "TMPDIR": str(temp)},
+        env={**os.environ, "TMPDIR": str(server_tmp)},
     )  # fmt: skip
-    server.temp = temp
     yield server
     server.close()
 
 
-def test_an_upload_near_the_limit_is_parsed_without_temp_files(quiet_server):
-    server, temp = quiet_server, quiet_server.temp
+def test_an_upload_near_the_limit_is_parsed_without_temp_files(quiet_server, server_tmp):
+    server, temp = quiet_server, server_tmp
     seen: set[str] = set()
     done = threading.Event()
 
